@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class Balance(models.Model):
+    """An organization's money, in integer minor units.
+
+    `held_cents` is reserved by calls in progress; what can be spent is `balance - held`.
+    Every change writes a LedgerEntry in the same transaction, so the ledger sums to both.
+    """
+
+    organization = models.OneToOneField(
+        "burki.Organization", on_delete=models.CASCADE, related_name="balance"
+    )
+    balance_cents = models.BigIntegerField(default=0)
+    held_cents = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(held_cents__gte=0), name="balance_held_gte_0"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(balance_cents__gte=models.F("held_cents")),
+                name="balance_covers_held",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization}: {self.balance_cents} ({self.held_cents} held)"
+
+    @property
+    def available_cents(self) -> int:
+        return self.balance_cents - self.held_cents
+
+
+class LedgerEntry(models.Model):
+    """Append-only: one row per change to a Balance; nothing updates or deletes one."""
+
+    class Kind(models.TextChoices):
+        TOP_UP = "top_up", "Top-up"
+        HOLD = "hold", "Hold"
+        RELEASE = "release", "Release"
+        CHARGE = "charge", "Charge"
+        ADJUSTMENT = "adjustment", "Adjustment"
+
+    organization = models.ForeignKey(
+        "burki.Organization", on_delete=models.CASCADE, related_name="ledger_entries"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # Signed changes: `amount_cents` to the balance, `held_change_cents` to the held part.
+    amount_cents = models.BigIntegerField(default=0)
+    held_change_cents = models.BigIntegerField(default=0)
+    balance_after_cents = models.BigIntegerField()
+    held_after_cents = models.BigIntegerField()
+    call = models.ForeignKey(
+        "calls.Call", null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries"
+    )
+    memo = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "ledger entries"
+        indexes = [models.Index(fields=["organization", "-created_at"], name="ledger_org_created")]
+        constraints = [
+            # A call is held, charged and released at most once each.
+            models.UniqueConstraint(
+                fields=["call", "kind"],
+                condition=models.Q(call__isnull=False),
+                name="ledger_one_kind_per_call",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.get_kind_display()} {self.amount_cents:+d} / held {self.held_change_cents:+d}"
+        )

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BurkiConfig(AppConfig):
+    name = "burki"
+    verbose_name = "Tenancy"

@@ -1,0 +1,68 @@
+"""Encryption at rest for secrets we must be able to read back (provider tokens, SIP passwords).
+
+Fernet (AES-128-CBC + HMAC-SHA256) from `cryptography`; MultiFernet gives key rotation: the first
+key in FIELD_ENCRYPTION_KEYS encrypts, all of them decrypt, and `rotate_secrets` re-encrypts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from functools import cache
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+
+
+@cache
+def _fernet() -> MultiFernet:
+    keys = list(settings.FIELD_ENCRYPTION_KEYS)
+    if not keys:
+        # Local development only (settings refuse to start without keys unless DEBUG).
+        digest = hashlib.sha256(b"burki-field-encryption:" + settings.SECRET_KEY.encode()).digest()
+        keys = [base64.urlsafe_b64encode(digest).decode()]
+    try:
+        return MultiFernet([Fernet(key) for key in keys])
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            "FIELD_ENCRYPTION_KEYS must be url-safe base64 Fernet keys."
+        ) from exc
+
+
+def encrypt(plaintext: str) -> str:
+    return _fernet().encrypt(plaintext.encode()).decode()
+
+
+def decrypt(token: str) -> str:
+    return _fernet().decrypt(token.encode()).decode()
+
+
+def rotate(token: str) -> str:
+    return _fernet().rotate(token.encode()).decode()
+
+
+class EncryptedJSONField(models.TextField):
+    """A dict of secrets, stored as one Fernet token. Never put one in `list_display`."""
+
+    description = "Encrypted JSON object"
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:
+        if value is None or value == "":
+            return {}
+        try:
+            return json.loads(decrypt(value))
+        except InvalidToken as exc:
+            raise ImproperlyConfigured(
+                "A stored secret cannot be decrypted with FIELD_ENCRYPTION_KEYS "
+                "(was a key removed before its secrets were rotated?)."
+            ) from exc
+
+    def to_python(self, value: Any) -> Any:
+        return value if isinstance(value, dict) else {}
+
+    def get_prep_value(self, value: Any) -> str:
+        return encrypt(json.dumps(value or {}, sort_keys=True))

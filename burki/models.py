@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.db import models
+
+
+class Organization(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    # Overrides CALL_RATE_CENTS_PER_MINUTE for this organization when set.
+    rate_cents_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(rate_cents_per_minute__isnull=True)
+                | models.Q(rate_cents_per_minute__gt=0),
+                name="organization_rate_positive",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def effective_rate_cents_per_minute(self) -> int:
+        return self.rate_cents_per_minute or settings.CALL_RATE_CENTS_PER_MINUTE
+
+
+class ApiKey(models.Model):
+    """A bearer key. Only its prefix (to find it) and SHA-256 (to check it) are stored."""
+
+    PREFIX_LENGTH = 12
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=PREFIX_LENGTH, unique=True, editable=False)
+    hashed_key = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @staticmethod
+    def hash(raw_key: str) -> str:
+        # Keys carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+        return hashlib.sha256(raw_key.encode()).hexdigest()

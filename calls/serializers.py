@@ -1,0 +1,119 @@
+"""Input fields shared by the calls API and the place_test_call command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import phonenumbers
+from rest_framework import serializers
+
+MAX_VARIABLES = 50
+MAX_VARIABLE_VALUE_LENGTH = 1000
+
+
+def parse_e164(value: str) -> str:
+    """The number in canonical E.164, or ValueError. `+1 (555) 123-4567` is accepted too.
+
+    Possible, not valid: the docs' own examples (+1555...) are fictional numbers that
+    phonenumbers rightly calls invalid, and only the carrier knows whether a number is live.
+    """
+    if not value.startswith("+"):
+        raise ValueError("must start with + and a country code")
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(str(exc)) from None
+    if not phonenumbers.is_possible_number(parsed):
+        raise ValueError("is not a possible phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+class StrictCharField(serializers.CharField):
+    """A string and only a string: DRF's CharField would turn 5 or true into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class E164Field(StrictCharField):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 32)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        try:
+            return parse_e164(value)
+        except ValueError:
+            self.fail("e164")
+
+
+def required_messages(name: str, **extra: str) -> dict[str, str]:
+    return {
+        "required": f"{name} is required",
+        "null": f"{name} is required",
+        "blank": f"{name} is required",
+        **extra,
+    }
+
+
+def e164_messages(name: str) -> dict[str, str]:
+    return required_messages(
+        name,
+        invalid=f"{name} must be a string",
+        e164=f"{name} must be a phone number in E.164 format, e.g. +15551234567",
+        max_length=f"{name} must be a phone number in E.164 format, e.g. +15551234567",
+    )
+
+
+def text_messages(name: str, max_length: int) -> dict[str, str]:
+    return {
+        "invalid": f"{name} must be a string",
+        "max_length": f"{name} must be at most {max_length} characters",
+        "null_characters_not_allowed": f"{name} must not contain NUL characters",
+        "surrogate_characters_not_allowed": f"{name} must not contain surrogate characters",
+    }
+
+
+class VariablesField(serializers.Field):
+    """An object of names to scalars (string, number, boolean)."""
+
+    default_error_messages = {
+        "not_a_dict": "variables must be an object",
+        "too_many": f"variables may hold at most {MAX_VARIABLES} entries",
+        "bad_name": "variables: '{name}' is not a valid variable name",
+        "bad_value": "variables.{name} must be a string, number or boolean",
+        "too_long": f"variables.{{name}} must be at most {MAX_VARIABLE_VALUE_LENGTH} characters",
+        "bad_text": "variables.{name} must not contain NUL or surrogate characters",
+    }
+
+    def to_internal_value(self, data: Any) -> dict[str, str | int | float | bool]:
+        from calls.templating import NAME
+
+        if not isinstance(data, dict):
+            self.fail("not_a_dict")
+        if len(data) > MAX_VARIABLES:
+            self.fail("too_many")
+        for name, value in data.items():
+            if not NAME.fullmatch(name):
+                self.fail("bad_name", name=name[:64])
+            if (isinstance(value, float) and value != value) or value in (
+                float("inf"),
+                float("-inf"),
+            ):
+                self.fail("bad_value", name=name)
+            if not isinstance(value, str | int | float | bool) or isinstance(value, dict | list):
+                self.fail("bad_value", name=name)
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**15:
+                self.fail("bad_value", name=name)
+            if isinstance(value, str):
+                if len(value) > MAX_VARIABLE_VALUE_LENGTH:
+                    self.fail("too_long", name=name)
+                if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
+                    self.fail("bad_text", name=name)
+        return dict(data)
+
+    def to_representation(self, value: Any) -> Any:
+        return value

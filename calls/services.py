@@ -1,0 +1,288 @@
+"""Placing calls and moving them through their lifecycle. There is one way to place a call:
+`call_initiate`, used by the API, the admin and the management commands alike."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Coalesce, NullIf
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from assistants.models import Assistant, ConversationFlow
+from billing.services import (
+    balance_hold,
+    balance_lock,
+    balance_release,
+    balance_settle,
+    cost_cents,
+    hold_quote,
+)
+from burki.exceptions import (
+    InsufficientBalance,
+    ProviderFailed,
+    ProviderTimedOut,
+    ProviderUnavailable,
+)
+from burki.models import Organization
+from calls.errors import AssistantInactive, NoAssistantFound
+from calls.models import Call, CallEvent
+from calls.templating import Scalar, TemplateError, render
+from telephony.models import PhoneNumber
+from telephony.providers import get_provider
+from telephony.providers.base import Account, CallContext, OutboundCall, ProviderError, StatusEvent
+from telephony.states import FINAL_STATES, CallState, states_before
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    assistant: Assistant
+    conversation_flow: ConversationFlow | None
+
+
+def call_resolve_assistant(
+    *, phone_number: PhoneNumber, assistant_override: Assistant | None
+) -> Resolution:
+    """The documented order: the requested assistant, the number's live flow, the number's own."""
+    if assistant_override is not None:
+        if not assistant_override.is_active:
+            raise AssistantInactive(assistant_override.pk)
+        return Resolution(assistant_override, None)
+    flow = phone_number.conversation_flow
+    if flow is not None and flow.is_live and flow.base_assistant.is_active:
+        return Resolution(flow.base_assistant, flow)
+    assistant = phone_number.assistant
+    if assistant is not None and assistant.is_active:
+        return Resolution(assistant, None)
+    raise NoAssistantFound(str(phone_number.number))
+
+
+def _render(text: str, variables: Mapping[str, Scalar], field: str) -> str:
+    try:
+        return render(text, variables, field=field)
+    except TemplateError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def _webhook_url(name: str, call_id: UUID) -> str:
+    return settings.PUBLIC_BASE_URL + reverse(name, kwargs={"call_id": call_id})
+
+
+def call_context(call: Call) -> CallContext:
+    return CallContext(
+        call_id=str(call.pk),
+        assistant_id=call.assistant_id or 0,
+        conversation_flow_id=call.conversation_flow_id,
+        welcome_message=call.welcome_message,
+        agenda=call.agenda,
+    )
+
+
+def call_initiate(
+    *,
+    organization: Organization,
+    phone_number: PhoneNumber,
+    to_number: str,
+    assistant_override: Assistant | None = None,
+    welcome_message: str | None = None,
+    agenda: str | None = None,
+    variables: Mapping[str, Scalar] | None = None,
+) -> Call:
+    """Hold the money, record the call, then ask the provider to dial.
+
+    `phone_number` and `assistant_override` must already be known to be the organization's
+    (calls.selectors.caller_phone_number / caller_assistant).
+    """
+    variables = dict(variables or {})
+    resolution = call_resolve_assistant(
+        phone_number=phone_number, assistant_override=assistant_override
+    )
+    assistant = resolution.assistant
+    rendered_welcome = _render(
+        assistant.welcome_message if welcome_message is None else welcome_message,
+        variables,
+        "welcome_message",
+    )
+    rendered_agenda = _render(agenda or "", variables, "agenda")
+    rate = organization.effective_rate_cents_per_minute
+    provider = get_provider(phone_number.provider)
+
+    # One short transaction: the Balance row lock is held only for these few statements.
+    with transaction.atomic():
+        balance = balance_lock(organization_id=organization.pk)
+        if balance is None:
+            raise InsufficientBalance()
+        quote = hold_quote(
+            available_cents=balance.available_cents,
+            rate_cents_per_minute=rate,
+            max_seconds=assistant.max_call_duration_seconds,
+        )
+        call = Call.objects.create(
+            organization=organization,
+            phone_number=phone_number,
+            provider_account=phone_number.provider_account,
+            from_number=str(phone_number.number),
+            to_number=to_number,
+            assistant=assistant,
+            conversation_flow=resolution.conversation_flow,
+            provider=phone_number.provider,
+            welcome_message=rendered_welcome,
+            agenda=rendered_agenda,
+            variables=variables,
+            time_limit_seconds=quote.time_limit_seconds,
+            rate_cents_per_minute=rate,
+            hold_cents=quote.hold_cents,
+        )
+        balance_hold(balance=balance, amount_cents=quote.hold_cents, call_id=call.pk)
+
+    # The provider is asked only after the commit: never inside a transaction or a row lock.
+    outbound = OutboundCall(
+        from_number=call.from_number,
+        to_number=to_number,
+        time_limit_seconds=quote.time_limit_seconds,
+        ring_timeout_seconds=settings.CALL_RING_TIMEOUT_SECONDS,
+        answer_url=_webhook_url("calls:webhook-answer", call.pk),
+        status_url=_webhook_url("calls:webhook-status", call.pk),
+        media_stream_url=settings.MEDIA_STREAM_URL,
+        context=call_context(call),
+    )
+    account = (
+        phone_number.provider_account.as_account() if phone_number.provider_account else Account()
+    )
+    try:
+        call_sid = provider.place_call(outbound, account)
+    except ProviderError as exc:
+        call_fail(call=call, error=str(exc))
+        if exc.timeout:
+            raise ProviderTimedOut() from exc
+        if exc.unavailable:
+            raise ProviderUnavailable(str(exc)) from exc
+        raise ProviderFailed(str(exc)) from exc
+    except Exception as exc:
+        # An SDK bug or a surprise from the provider: the hold must still come back.
+        logger.exception("placing call %s with %s failed unexpectedly", call.pk, provider.name)
+        call_fail(call=call, error=f"Unexpected error from {provider.label}.")
+        raise ProviderFailed() from exc
+
+    now = timezone.now()
+    # A fast provider's first webhook may have moved the call already: only queued → initiated.
+    Call.objects.filter(pk=call.pk).update(
+        call_sid=call_sid,
+        status=Case(
+            When(status=CallState.QUEUED, then=Value(CallState.INITIATED)), default=F("status")
+        ),
+        initiated_at=Coalesce(F("initiated_at"), Value(now)),
+        updated_at=now,
+    )
+    call.call_sid = call_sid
+    call.status = CallState.INITIATED
+    call.initiated_at = now
+    return call
+
+
+def call_fail(*, call: Call, error: str) -> bool:
+    """A call the provider never placed: mark it failed and give the whole hold back."""
+    with transaction.atomic():
+        claimed = Call.objects.filter(pk=call.pk, status=CallState.QUEUED).update(
+            status=CallState.FAILED,
+            error=error[:1000],
+            cost_cents=0,
+            ended_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+        if claimed:
+            balance_release(
+                organization_id=call.organization_id, call_id=call.pk, held_cents=call.hold_cents
+            )
+    if claimed:
+        call.status = CallState.FAILED
+        call.error = error[:1000]
+        call.cost_cents = 0
+    return bool(claimed)
+
+
+def call_apply_event(*, call: Call, event: StatusEvent, source: str) -> bool:
+    """Move a call forward by one provider event, settling the money when it ends.
+
+    Claimed, not assumed: the row changes only if it is still in an earlier state, so a repeated
+    or late event changes nothing and a finished call is never charged twice.
+    """
+    target = CallState(event.state)
+    now = timezone.now()
+    updates: dict[str, object] = {"status": target, "updated_at": now}
+    if event.provider_call_id:
+        updates["call_sid"] = Coalesce(
+            NullIf(F("call_sid"), Value("")), Value(event.provider_call_id)
+        )
+    if target == CallState.IN_PROGRESS:
+        updates["answered_at"] = now
+    charge = 0
+    duration = 0
+    if target in FINAL_STATES:
+        if target == CallState.COMPLETED:
+            if event.duration_seconds is not None:
+                duration = event.duration_seconds
+            elif call.answered_at is not None:
+                duration = int((now - call.answered_at).total_seconds())
+        duration = min(duration, call.time_limit_seconds)
+        charge = min(
+            cost_cents(seconds=duration, rate_cents_per_minute=call.rate_cents_per_minute),
+            call.hold_cents,
+        )
+        updates.update(
+            ended_at=now,
+            duration_seconds=duration,
+            cost_cents=charge,
+            end_reason=event.reason[:200],
+        )
+
+    with transaction.atomic():
+        claimed = Call.objects.filter(pk=call.pk, status__in=states_before(target)).update(
+            **updates
+        )
+        if not claimed:
+            return False
+        CallEvent.objects.create(
+            call_id=call.pk, status=target, source=source, detail=dict(event.raw)
+        )
+        if target in FINAL_STATES:
+            balance_settle(
+                organization_id=call.organization_id,
+                call_id=call.pk,
+                held_cents=call.hold_cents,
+                charge_cents=charge,
+            )
+    call.status = target
+    if target in FINAL_STATES:
+        call.duration_seconds, call.cost_cents = duration, charge
+    return True
+
+
+def call_advance_simulated(*, call: Call) -> Call:
+    """Play a sandbox call's script up to now (see telephony.providers.sandbox)."""
+    provider = get_provider(call.provider)
+    scripted_events = getattr(provider, "scripted_events", None)
+    if scripted_events is None or call.is_final or not call.call_sid or not call.initiated_at:
+        return call
+    elapsed = (timezone.now() - call.initiated_at).total_seconds()
+    events = scripted_events(
+        call_sid=call.call_sid,
+        to_number=call.to_number,
+        time_limit_seconds=call.time_limit_seconds,
+        elapsed_seconds=elapsed,
+    )
+    changed = False
+    for event in events:
+        changed |= call_apply_event(call=call, event=event, source=provider.name)
+    if changed:
+        call.refresh_from_db()
+    return call

@@ -1,0 +1,93 @@
+"""Provider webhooks. Each URL names our call id (we put it there when placing the call), so a
+call is found by that id and never guessed from numbers; the provider verifies the signature
+with the credentials the call was placed with, and the event goes through `call_apply_event`."""
+
+from __future__ import annotations
+
+import logging
+from uuid import UUID
+
+from django.conf import settings
+from django.http import HttpResponse
+from rest_framework import exceptions
+from rest_framework.parsers import BaseParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from calls.models import Call
+from calls.selectors import call_for_webhook
+from calls.services import call_apply_event, call_context
+from telephony.providers import get_provider
+from telephony.providers.base import Account, Provider, WebhookRejected, WebhookRequest
+
+logger = logging.getLogger(__name__)
+
+
+class RawBodyParser(BaseParser):
+    """Accept any body; the provider reads `request.body` (signatures cover the raw bytes)."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):  # type: ignore[no-untyped-def]
+        return {}
+
+
+class WebhookApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    parser_classes = [RawBodyParser]
+
+    def verified(self, request: Request, call_id: UUID) -> tuple[Call, Provider] | None:
+        call = call_for_webhook(call_id=call_id)
+        if call is None:
+            return None
+        provider = get_provider(call.provider)
+        django_request = request._request
+        webhook = WebhookRequest(
+            # What we gave the provider, not what a proxy in front of us reports.
+            url=settings.PUBLIC_BASE_URL + django_request.get_full_path(),
+            method=django_request.method or "POST",
+            headers=django_request.headers,
+            body=django_request.body,
+            form=django_request.POST if django_request.method == "POST" else django_request.GET,
+        )
+        account = call.provider_account.as_account() if call.provider_account else Account()
+        try:
+            provider.verify_webhook(webhook, account)
+        except WebhookRejected as exc:
+            logger.warning("rejected %s webhook for call %s: %s", provider.name, call_id, exc)
+            raise exceptions.PermissionDenied("Invalid webhook signature.") from None
+        self.webhook = webhook
+        return call, provider
+
+
+class CallAnswerWebhookApi(WebhookApi):
+    """The provider asks what to do with the answered call: hand it to the assistant."""
+
+    def post(self, request: Request, call_id: UUID) -> HttpResponse:
+        found = self.verified(request, call_id)
+        if found is None:
+            raise exceptions.NotFound("Unknown call.")
+        call, provider = found
+        answer = provider.answer(call_context(call), settings.MEDIA_STREAM_URL)
+        return HttpResponse(answer.body, content_type=answer.content_type)
+
+    get = post
+
+
+class CallStatusWebhookApi(WebhookApi):
+    """Lifecycle events. Always acknowledged once verified: providers retry anything else."""
+
+    def post(self, request: Request, call_id: UUID) -> Response:
+        found = self.verified(request, call_id)
+        if found is None:
+            logger.info("status webhook for unknown call %s ignored", call_id)
+            return Response({"detail": "Ignored: unknown call."})
+        call, provider = found
+        event = provider.parse_status(self.webhook)
+        if event is None:
+            return Response({"detail": "Ignored: no lifecycle change."})
+        applied = call_apply_event(call=call, event=event, source=provider.name)
+        return Response({"detail": "Applied." if applied else "Ignored: already applied."})

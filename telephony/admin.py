@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.http import HttpRequest
+
+from telephony.models import PhoneNumber, ProviderAccount
+from telephony.providers import REGISTRY, get_provider
+
+
+def _account_form_fields() -> dict[str, forms.Field]:
+    """One form field per provider credential, named `<provider>__<field>`."""
+    fields: dict[str, forms.Field] = {}
+    for provider_name in REGISTRY:
+        provider = get_provider(provider_name)
+        for spec in provider.account_fields:
+            if spec.secret:
+                widget: forms.Widget = forms.PasswordInput(render_value=False)
+                if spec.multiline:
+                    widget = forms.Textarea(attrs={"rows": 4, "autocomplete": "off"})
+            else:
+                widget = forms.Textarea(attrs={"rows": 4}) if spec.multiline else forms.TextInput()
+            help_text = spec.help_text
+            if spec.secret:
+                help_text = (help_text + " " if help_text else "") + (
+                    "Stored encrypted and never shown again; leave blank to keep the current one."
+                )
+            fields[f"{provider_name}__{spec.name}"] = forms.CharField(
+                label=f"{provider.label}: {spec.label}",
+                required=False,
+                widget=widget,
+                help_text=help_text,
+                strip=not spec.secret,
+            )
+    return fields
+
+
+class ProviderAccountForm(forms.ModelForm):
+    class Meta:
+        model = ProviderAccount
+        fields = ["organization", "provider", "name"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields.update(_account_form_fields())
+        if self.instance.pk:
+            for key, value in self.instance.settings.items():
+                name = f"{self.instance.provider}__{key}"
+                if name in self.fields:
+                    self.fields[name].initial = value
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        provider_name = data.get("provider")
+        if not provider_name:
+            return data
+        provider = get_provider(provider_name)
+        existing = self.instance.secrets if self.instance.pk else {}
+        same_provider = self.instance.pk and self.instance.provider == provider_name
+        for spec in provider.account_fields:
+            key = f"{provider_name}__{spec.name}"
+            value = data.get(key, "")
+            has_old = spec.secret and same_provider and existing.get(spec.name)
+            if spec.required and not value and not has_old:
+                self.add_error(key, "This field is required for this provider.")
+        return data
+
+    def save(self, commit: bool = True) -> ProviderAccount:
+        account: ProviderAccount = super().save(commit=False)
+        provider = get_provider(account.provider)
+        settings: dict[str, str] = {}
+        secrets: dict[str, str] = dict(account.secrets) if self.instance.pk else {}
+        if self.instance.pk and "provider" in self.changed_data:
+            secrets = {}
+        for spec in provider.account_fields:
+            value = self.cleaned_data.get(f"{account.provider}__{spec.name}", "")
+            if spec.secret:
+                if value:
+                    secrets[spec.name] = value
+            elif value:
+                settings[spec.name] = value
+        account.settings = settings
+        account.secrets = secrets
+        if commit:
+            account.save()
+        return account
+
+
+@admin.register(ProviderAccount)
+class ProviderAccountAdmin(admin.ModelAdmin):
+    form = ProviderAccountForm
+    # Secrets are never listed, searched or shown: only that they are set.
+    list_display = ["name", "provider", "organization", "secrets_set", "updated_at"]
+    list_filter = ["provider"]
+    list_select_related = ["organization"]
+    search_fields = ["name", "organization__name"]
+    raw_id_fields = ["organization"]
+
+    @admin.display(description="Secrets")
+    def secrets_set(self, obj: ProviderAccount) -> str:
+        return ", ".join(sorted(obj.secrets)) + " (set)" if obj.secrets else "none"
+
+    def get_fieldsets(self, request: HttpRequest, obj: ProviderAccount | None = None) -> Any:
+        fieldsets: list[Any] = [(None, {"fields": ["organization", "provider", "name"]})]
+        for provider_name in REGISTRY:
+            provider = get_provider(provider_name)
+            if provider.account_fields:
+                names = [f"{provider_name}__{spec.name}" for spec in provider.account_fields]
+                fieldsets.append((provider.label, {"fields": names, "classes": ["collapse"]}))
+        return fieldsets
+
+
+@admin.register(PhoneNumber)
+class PhoneNumberAdmin(admin.ModelAdmin):
+    list_display = [
+        "number",
+        "label",
+        "organization",
+        "provider",
+        "provider_account",
+        "assistant",
+        "conversation_flow",
+    ]
+    list_filter = ["provider", "organization"]
+    list_select_related = ["organization", "provider_account", "assistant", "conversation_flow"]
+    search_fields = ["number", "label", "organization__name"]
+    raw_id_fields = ["organization", "provider_account", "assistant", "conversation_flow"]

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from phonenumber_field.modelfields import PhoneNumberField
+
+from burki.crypto import EncryptedJSONField
+from telephony.providers import get_provider, provider_choices
+from telephony.providers.base import Account
+
+
+class ProviderAccount(models.Model):
+    """An organization's account with a telephony provider.
+
+    `settings` holds what is not secret (Twilio's account SID, Telnyx's connection id, a public
+    key); `secrets` holds tokens and private keys, encrypted at rest and never shown back.
+    """
+
+    organization = models.ForeignKey(
+        "burki.Organization", on_delete=models.CASCADE, related_name="provider_accounts"
+    )
+    provider = models.CharField(max_length=20, choices=provider_choices)
+    name = models.CharField(max_length=100)
+    settings = models.JSONField(default=dict, blank=True)
+    secrets = EncryptedJSONField(blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["organization__name", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name"], name="provider_account_name_unique_per_org"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_provider_display()})"
+
+    def as_account(self) -> Account:
+        return Account(settings=dict(self.settings), secrets=dict(self.secrets))
+
+
+class PhoneNumber(models.Model):
+    organization = models.ForeignKey(
+        "burki.Organization", on_delete=models.CASCADE, related_name="phone_numbers"
+    )
+    number = PhoneNumberField(unique=True, help_text="E.164, e.g. +15551234567.")
+    label = models.CharField(max_length=100, blank=True)
+    provider = models.CharField(max_length=20, choices=provider_choices, default="sandbox")
+    provider_account = models.ForeignKey(
+        ProviderAccount,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="phone_numbers",
+        help_text="The account this number dials through (not needed for the sandbox).",
+    )
+    assistant = models.ForeignKey(
+        "assistants.Assistant",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="phone_numbers",
+    )
+    conversation_flow = models.ForeignKey(
+        "assistants.ConversationFlow",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="phone_numbers",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(assistant__isnull=True)
+                | models.Q(conversation_flow__isnull=True),
+                name="phone_number_assistant_or_flow",
+                violation_error_message="A number goes to an assistant or a flow, not both.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return str(self.number)
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        org_id = self.organization_id
+        if self.assistant_id and self.assistant.organization_id != org_id:
+            errors["assistant"] = "The assistant must belong to the number's organization."
+        if self.conversation_flow_id and self.conversation_flow.organization_id != org_id:
+            errors["conversation_flow"] = "The flow must belong to the number's organization."
+        if self.assistant_id and self.conversation_flow_id:
+            errors["conversation_flow"] = "A number goes to an assistant or a flow, not both."
+        if self.provider_account_id:
+            account = self.provider_account
+            if account.organization_id != org_id:
+                errors["provider_account"] = "The account must belong to the number's organization."
+            elif account.provider != self.provider:
+                errors["provider_account"] = f"This is a {account.get_provider_display()} account."
+        elif self.provider and not get_provider(self.provider).account_optional:
+            errors["provider_account"] = "Numbers on this provider need a provider account."
+        if errors:
+            raise ValidationError(errors)

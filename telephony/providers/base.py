@@ -1,0 +1,124 @@
+"""What a provider is: plain values in, plain values out. A provider never touches a Call row."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+class ProviderError(Exception):
+    """The provider refused or failed to place the call. The message is safe to show a client."""
+
+    def __init__(self, message: str, *, timeout: bool = False, unavailable: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+        self.unavailable = unavailable
+
+
+class WebhookRejected(Exception):
+    """A webhook whose signature, timestamp or body does not check out."""
+
+
+@dataclass(frozen=True)
+class AccountField:
+    name: str
+    label: str
+    secret: bool = False
+    required: bool = True
+    multiline: bool = False
+    help_text: str = ""
+
+
+@dataclass(frozen=True)
+class Account:
+    """A provider account's settings and decrypted secrets (from telephony.ProviderAccount)."""
+
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What the assistant's media stream needs to take over an answered call."""
+
+    call_id: str
+    assistant_id: int
+    conversation_flow_id: int | None
+    welcome_message: str
+    agenda: str
+
+    def as_parameters(self) -> dict[str, str]:
+        params = {
+            "call_id": self.call_id,
+            "assistant_id": str(self.assistant_id),
+            "welcome_message": self.welcome_message,
+            "agenda": self.agenda,
+        }
+        if self.conversation_flow_id is not None:
+            params["conversation_flow_id"] = str(self.conversation_flow_id)
+        return params
+
+
+@dataclass(frozen=True)
+class OutboundCall:
+    from_number: str  # E.164
+    to_number: str  # E.164
+    time_limit_seconds: int
+    ring_timeout_seconds: int
+    answer_url: str
+    status_url: str
+    media_stream_url: str
+    context: CallContext
+
+    @property
+    def call_id(self) -> str:
+        return self.context.call_id
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    url: str  # the public URL the provider called, exactly as we gave it
+    method: str
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes
+    form: Mapping[str, Any]  # a QueryDict for form posts, empty otherwise
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    state: str  # a telephony.states.CallState value
+    provider_call_id: str = ""
+    duration_seconds: int | None = None
+    reason: str = ""  # why it ended, in the provider's words (SIP code, hangup cause)
+    raw: Mapping[str, Any] = field(default_factory=dict)  # what we keep for the call's timeline
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    body: str
+    content_type: str
+
+
+class Provider:
+    name: ClassVar[str]
+    label: ClassVar[str]
+    account_fields: ClassVar[tuple[AccountField, ...]] = ()
+    # True when the provider needs no account (sandbox) or keeps its own (sip trunks).
+    account_optional: ClassVar[bool] = False
+
+    def place_call(self, call: OutboundCall, account: Account) -> str:
+        """Ask the provider to dial; returns its call id. Raises ProviderError."""
+        raise NotImplementedError
+
+    def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
+        """Raise WebhookRejected unless the request provably comes from the provider."""
+        raise NotImplementedError
+
+    def parse_status(self, request: WebhookRequest) -> StatusEvent | None:
+        """The lifecycle event a verified status webhook carries (None: nothing for us)."""
+        raise NotImplementedError
+
+    def answer(self, context: CallContext, media_stream_url: str) -> WebhookAnswer:
+        """Instructions that hand an answered call to the assistant's media stream."""
+        raise NotImplementedError

@@ -1,0 +1,89 @@
+"""A labelled test mode: no account, nothing is dialled, and every call plays out a believable
+lifecycle on a clock that starts when it is placed.
+
+No thread or timer runs it: the events a call has reached are computed from its id and the time
+since it was placed whenever someone looks (`scripted_events`), and applied through the same
+lifecycle service as real webhooks, so the money settles exactly as it would.
+
+The last digits of the destination choose the outcome, so every path can be tried:
+  ...0002 busy, ...0003 no answer, ...0500 the provider refuses (502), ...0504 it times out (504);
+  anything else rings, is answered and hangs up after 15-60 s (never past the time limit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+
+from telephony.providers.base import (
+    Account,
+    CallContext,
+    OutboundCall,
+    Provider,
+    ProviderError,
+    StatusEvent,
+    WebhookAnswer,
+    WebhookRejected,
+    WebhookRequest,
+)
+from telephony.states import CallState
+
+RING_AT = 1
+ANSWER_AT = 4
+OUTCOME_AT = 6
+
+
+class SandboxProvider(Provider):
+    name = "sandbox"
+    label = "Sandbox"
+    account_optional = True
+
+    def place_call(self, call: OutboundCall, account: Account) -> str:
+        if call.to_number.endswith("0500"):
+            raise ProviderError("Sandbox: the destination is unreachable (simulated refusal).")
+        if call.to_number.endswith("0504"):
+            raise ProviderError("Sandbox: simulated time-out.", timeout=True)
+        return "SB" + secrets.token_hex(16)
+
+    def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
+        # Nothing outside this process speaks for the sandbox.
+        raise WebhookRejected("The sandbox sends no webhooks.")
+
+    def parse_status(self, request: WebhookRequest) -> StatusEvent | None:
+        return None
+
+    def answer(self, context: CallContext, media_stream_url: str) -> WebhookAnswer:
+        body = {"stream_url": media_stream_url, "parameters": context.as_parameters()}
+        return WebhookAnswer(body=json.dumps(body), content_type="application/json")
+
+    @staticmethod
+    def talk_seconds(call_sid: str, time_limit_seconds: int) -> int:
+        spread = int(hashlib.sha256(call_sid.encode()).hexdigest()[:8], 16) % 46
+        return min(15 + spread, time_limit_seconds)
+
+    def scripted_events(
+        self, *, call_sid: str, to_number: str, time_limit_seconds: int, elapsed_seconds: float
+    ) -> list[StatusEvent]:
+        """The events the call has reached `elapsed_seconds` after it was placed."""
+        script: list[tuple[float, StatusEvent]] = [
+            (RING_AT, StatusEvent(state=CallState.RINGING, provider_call_id=call_sid))
+        ]
+        if to_number.endswith("0002"):
+            script.append(
+                (OUTCOME_AT, StatusEvent(CallState.BUSY, call_sid, 0, reason="486 Busy Here"))
+            )
+        elif to_number.endswith("0003"):
+            script.append(
+                (OUTCOME_AT, StatusEvent(CallState.NO_ANSWER, call_sid, 0, reason="no answer"))
+            )
+        else:
+            talk = self.talk_seconds(call_sid, time_limit_seconds)
+            script.append((ANSWER_AT, StatusEvent(CallState.IN_PROGRESS, call_sid)))
+            script.append(
+                (
+                    ANSWER_AT + talk,
+                    StatusEvent(CallState.COMPLETED, call_sid, talk, reason="callee hung up"),
+                )
+            )
+        return [event for at, event in script if at <= elapsed_seconds]

@@ -1,0 +1,144 @@
+"""Twilio through its official SDK (`twilio`, HTTP through `requests`)."""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+import requests
+from django.conf import settings
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+from twilio.rest import Client
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+from telephony.providers.base import (
+    Account,
+    AccountField,
+    CallContext,
+    OutboundCall,
+    Provider,
+    ProviderError,
+    StatusEvent,
+    WebhookAnswer,
+    WebhookRejected,
+    WebhookRequest,
+)
+from telephony.states import CallState
+
+logger = logging.getLogger(__name__)
+
+STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+
+# Twilio's CallStatus values are our state names already; "answered" is only an event name.
+STATES = {
+    "queued": CallState.INITIATED,
+    "initiated": CallState.INITIATED,
+    "ringing": CallState.RINGING,
+    "in-progress": CallState.IN_PROGRESS,
+    "answered": CallState.IN_PROGRESS,
+    "completed": CallState.COMPLETED,
+    "busy": CallState.BUSY,
+    "no-answer": CallState.NO_ANSWER,
+    "failed": CallState.FAILED,
+    "canceled": CallState.CANCELED,
+}
+
+
+@cache
+def _http_client() -> TwilioHttpClient:
+    # One pooled HTTP client per process: a new TLS connection per call costs more than the call.
+    return TwilioHttpClient(timeout=settings.PROVIDER_TIMEOUT_SECONDS, pool_connections=True)
+
+
+class TwilioProvider(Provider):
+    name = "twilio"
+    label = "Twilio"
+    account_fields = (
+        AccountField("account_sid", "Account SID", help_text="Starts with AC."),
+        AccountField("auth_token", "Auth token", secret=True),
+    )
+
+    def client(self, account: Account) -> Client:
+        client = Client(
+            account.settings["account_sid"],
+            account.secrets["auth_token"],
+            http_client=_http_client(),
+        )
+        base_url = getattr(settings, "TWILIO_API_BASE_URL", "")
+        if base_url:  # a local fake for benchmarks; never set in production
+            client.api.base_url = base_url
+        return client
+
+    def place_call(self, call: OutboundCall, account: Account) -> str:
+        try:
+            created = self.client(account).calls.create(
+                to=call.to_number,
+                from_=call.from_number,
+                url=call.answer_url,
+                method="POST",
+                status_callback=call.status_url,
+                status_callback_method="POST",
+                status_callback_event=STATUS_EVENTS,
+                time_limit=call.time_limit_seconds,
+                timeout=call.ring_timeout_seconds,
+            )
+        except TwilioRestException as exc:
+            code = f" (error {exc.code})" if exc.code else ""
+            message = exc.msg.removeprefix("Unable to create record: ")
+            raise ProviderError(f"Twilio refused the call: {message}{code}") from exc
+        except requests.Timeout as exc:
+            raise ProviderError("Twilio did not answer in time.", timeout=True) from exc
+        except (requests.RequestException, TwilioException) as exc:
+            logger.warning("twilio request failed: %s", type(exc).__name__)
+            raise ProviderError("Could not reach Twilio.") from exc
+        return str(created.sid)
+
+    def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        if not signature:
+            raise WebhookRejected("Missing X-Twilio-Signature.")
+        algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER, ""))
+        validator = RequestValidator(account.secrets.get("auth_token", ""))
+        if not validator.validate(request.url, request.form, signature, algorithm):
+            raise WebhookRejected("Invalid X-Twilio-Signature.")
+
+    def parse_status(self, request: WebhookRequest) -> StatusEvent | None:
+        form = request.form
+        state = STATES.get(form.get("CallStatus", ""))
+        if state is None:
+            return None
+        duration = form.get("CallDuration") or form.get("Duration")
+        reason = form.get("SipResponseCode") or form.get("ErrorCode") or ""
+        return StatusEvent(
+            state=state,
+            provider_call_id=form.get("CallSid", ""),
+            duration_seconds=int(duration) if duration and duration.isdigit() else None,
+            reason=str(reason),
+            raw={
+                key: form.get(key)
+                for key in (
+                    "CallStatus",
+                    "CallDuration",
+                    "SipResponseCode",
+                    "ErrorCode",
+                    "AnsweredBy",
+                )
+                if form.get(key)
+            },
+        )
+
+    def answer(self, context: CallContext, media_stream_url: str) -> WebhookAnswer:
+        response = VoiceResponse()
+        connect = Connect()
+        stream = connect.stream(url=media_stream_url)
+        for name, value in context.as_parameters().items():
+            stream.parameter(name=name, value=value)
+        response.append(connect)
+        return WebhookAnswer(body=str(response), content_type="application/xml")

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class CallState(models.TextChoices):
+    """The one lifecycle every provider's events are mapped onto (Twilio's names)."""
+
+    QUEUED = "queued", "Queued"  # our row exists; the provider has not been asked yet
+    INITIATED = "initiated", "Initiated"  # the provider accepted it and gave us its id
+    RINGING = "ringing", "Ringing"
+    IN_PROGRESS = "in-progress", "In progress"
+    COMPLETED = "completed", "Completed"
+    BUSY = "busy", "Busy"
+    NO_ANSWER = "no-answer", "No answer"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+FINAL_STATES = frozenset(
+    {CallState.COMPLETED, CallState.BUSY, CallState.NO_ANSWER, CallState.FAILED, CallState.CANCELED}
+)
+
+# Events only move a call forward: a late "ringing" after "in-progress" changes nothing.
+STATE_RANK = {
+    CallState.QUEUED: 0,
+    CallState.INITIATED: 1,
+    CallState.RINGING: 2,
+    CallState.IN_PROGRESS: 3,
+    **{state: 4 for state in FINAL_STATES},
+}
+
+
+def states_before(state: str) -> list[str]:
+    rank = STATE_RANK[CallState(state)]
+    return [s.value for s, r in STATE_RANK.items() if r < rank]

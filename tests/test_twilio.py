@@ -1,0 +1,244 @@
+"""The Twilio path with the real SDK: its HTTP caught at the transport by `responses`."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import pytest
+import responses
+from twilio.request_validator import RequestValidator
+
+from billing.models import Balance, LedgerEntry
+from calls.models import Call, CallEvent
+from tests.conftest import Tenant, assert_money_consistent
+from tests.factories import PhoneNumberFactory
+
+ACCOUNT_SID = "AC" + "a" * 32
+AUTH_TOKEN = "twilio-auth-token-0123456789abcdef"
+CALLS_URL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json"
+CALL_SID = "CA" + "0123456789abcdef" * 2
+TO = "+15559876543"
+
+
+@pytest.fixture
+def number(tenant: Tenant):
+    return PhoneNumberFactory(organization=tenant.organization, number="+15551234567", twilio=True)
+
+
+def twilio_created(sid: str = CALL_SID) -> dict:
+    return {"sid": sid, "status": "queued", "to": TO, "from": "+15551234567"}
+
+
+def initiate(tenant: Tenant, **extra: object):
+    body = {"from_phone_number": "+15551234567", "to_phone_number": TO, **extra}
+    return tenant.client.post("/calls/initiate", body, format="json")
+
+
+def signed_post(client, path: str, params: dict, token: str = AUTH_TOKEN):
+    url = "https://burki.test" + path
+    signature = RequestValidator(token).compute_signature(url, params)
+    return client.post(path, params, HTTP_X_TWILIO_SIGNATURE=signature)
+
+
+@responses.activate
+def test_it_places_the_call_through_the_twilio_api(tenant: Tenant, number) -> None:
+    responses.post(CALLS_URL, json=twilio_created(), status=201)
+
+    response = initiate(tenant, welcome_message="Hi {{name}}", variables={"name": "Ann"})
+
+    assert response.status_code == 200
+    call = Call.objects.get()
+    assert response.json() == {
+        "message": "Call initiated successfully",
+        "call_sid": CALL_SID,
+        "call_id": str(call.pk),
+    }
+    assert (call.status, call.call_sid, call.provider) == ("initiated", CALL_SID, "twilio")
+    (sent,) = responses.calls
+    form = parse_qs(sent.request.body)
+    base = f"https://burki.test/webhooks/calls/{call.pk}"
+    assert form == {
+        "To": [TO],
+        "From": ["+15551234567"],
+        "Url": [f"{base}/answer"],
+        "Method": ["POST"],
+        "StatusCallback": [f"{base}/status"],
+        "StatusCallbackMethod": ["POST"],
+        "StatusCallbackEvent": ["initiated", "ringing", "answered", "completed"],
+        "TimeLimit": ["600"],
+        "Timeout": ["30"],
+    }
+    assert sent.request.headers["Authorization"].startswith("Basic ")
+
+
+@responses.activate
+def test_a_twilio_refusal_is_a_502_and_releases_the_hold(tenant: Tenant, number) -> None:
+    responses.post(
+        CALLS_URL,
+        json={
+            "code": 21211,
+            "message": "The 'To' number is not a valid phone number.",
+            "status": 400,
+        },
+        status=400,
+    )
+
+    response = initiate(tenant)
+
+    assert response.status_code == 502
+    assert response.json() == {
+        "detail": "Twilio refused the call: The 'To' number is not a valid phone number. "
+        "(error 21211)"
+    }
+    call = Call.objects.get()
+    assert (call.status, call.cost_cents) == ("failed", 0)
+    assert Balance.objects.get(organization=tenant.organization).held_cents == 0
+    assert_money_consistent(tenant.organization)
+
+
+@responses.activate
+def test_a_twilio_time_out_is_a_504(tenant: Tenant, number) -> None:
+    import requests
+
+    responses.post(CALLS_URL, body=requests.exceptions.ReadTimeout("read timed out"))
+
+    response = initiate(tenant)
+
+    assert response.status_code == 504
+    assert Call.objects.get().status == "failed"
+    assert_money_consistent(tenant.organization)
+
+
+@responses.activate
+def test_an_unreachable_twilio_is_a_502(tenant: Tenant, number) -> None:
+    import requests
+
+    responses.post(CALLS_URL, body=requests.exceptions.ConnectionError("refused"))
+
+    response = initiate(tenant)
+
+    assert response.status_code == 502
+    assert response.json() == {"detail": "Could not reach Twilio."}
+    assert Call.objects.get().status == "failed"
+
+
+@pytest.fixture
+def placed_call(tenant: Tenant, number) -> Call:
+    with responses.RequestsMock() as mock:
+        mock.post(CALLS_URL, json=twilio_created(), status=201)
+        response = initiate(
+            tenant, welcome_message="Hello {{name}}", agenda="Remind", variables={"name": "Jo"}
+        )
+    return Call.objects.get(pk=response.json()["call_id"])
+
+
+def test_the_answer_webhook_connects_the_call_to_the_media_stream(
+    client, placed_call: Call
+) -> None:
+    response = signed_post(
+        client, f"/webhooks/calls/{placed_call.pk}/answer", {"CallSid": CALL_SID}
+    )
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/xml"
+    assert response.content.decode() == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
+        '<Stream url="wss://media.burki.test/stream">'
+        f'<Parameter name="call_id" value="{placed_call.pk}" />'
+        f'<Parameter name="assistant_id" value="{placed_call.assistant_id}" />'
+        '<Parameter name="welcome_message" value="Hello Jo" />'
+        '<Parameter name="agenda" value="Remind" />'
+        "</Stream></Connect></Response>"
+    )
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [None, "", "forged", RequestValidator("wrong-token").compute_signature("https://x", {})],
+)
+def test_an_unsigned_or_forged_webhook_is_a_403_and_changes_nothing(
+    client, placed_call: Call, signature
+) -> None:
+    path = f"/webhooks/calls/{placed_call.pk}/status"
+    headers = {} if signature is None else {"HTTP_X_TWILIO_SIGNATURE": signature}
+
+    response = client.post(path, {"CallSid": CALL_SID, "CallStatus": "completed"}, **headers)
+
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Invalid webhook signature."}
+    placed_call.refresh_from_db()
+    assert placed_call.status == "initiated"
+    assert CallEvent.objects.count() == 0
+
+
+def test_a_tampered_webhook_is_a_403(client, placed_call: Call) -> None:
+    path = f"/webhooks/calls/{placed_call.pk}/status"
+    url = "https://burki.test" + path
+    signed = {"CallSid": CALL_SID, "CallStatus": "completed", "CallDuration": "1"}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, signed)
+
+    response = client.post(path, {**signed, "CallDuration": "0"}, HTTP_X_TWILIO_SIGNATURE=signature)
+
+    assert response.status_code == 403
+    placed_call.refresh_from_db()
+    assert placed_call.status == "initiated"
+
+
+def test_the_lifecycle_settles_the_exact_cost_once(
+    client, tenant: Tenant, placed_call: Call
+) -> None:
+    path = f"/webhooks/calls/{placed_call.pk}/status"
+    for status in ["initiated", "ringing", "in-progress"]:
+        assert (
+            signed_post(client, path, {"CallSid": CALL_SID, "CallStatus": status}).status_code
+            == 200
+        )
+    completed = {"CallSid": CALL_SID, "CallStatus": "completed", "CallDuration": "125"}
+
+    first = signed_post(client, path, completed)
+    again = signed_post(client, path, completed)
+
+    assert first.json() == {"detail": "Applied."}
+    assert again.json() == {"detail": "Ignored: already applied."}
+    placed_call.refresh_from_db()
+    # 125 s at 10 cents a minute = 20.83 cents, rounded up.
+    assert (placed_call.status, placed_call.duration_seconds, placed_call.cost_cents) == (
+        "completed",
+        125,
+        21,
+    )
+    assert placed_call.answered_at is not None and placed_call.ended_at is not None
+    assert list(CallEvent.objects.filter(call=placed_call).values_list("status", flat=True)) == [
+        "ringing",
+        "in-progress",
+        "completed",
+    ]
+    entries = LedgerEntry.objects.filter(call=placed_call).order_by("id")
+    assert [(e.kind, e.amount_cents, e.held_change_cents) for e in entries] == [
+        ("hold", 0, 100),
+        ("charge", -21, -21),
+        ("release", 0, -79),
+    ]
+    balance = Balance.objects.get(organization=tenant.organization)
+    assert (balance.balance_cents, balance.held_cents) == (10_000 - 21, 0)
+    assert_money_consistent(tenant.organization)
+
+
+def test_a_late_ringing_after_the_end_changes_nothing(client, placed_call: Call) -> None:
+    path = f"/webhooks/calls/{placed_call.pk}/status"
+    signed_post(client, path, {"CallSid": CALL_SID, "CallStatus": "busy"})
+
+    response = signed_post(client, path, {"CallSid": CALL_SID, "CallStatus": "ringing"})
+
+    assert response.json() == {"detail": "Ignored: already applied."}
+    placed_call.refresh_from_db()
+    assert (placed_call.status, placed_call.cost_cents) == ("busy", 0)
+
+
+def test_a_status_for_an_unknown_call_is_acknowledged_and_ignored(client, db) -> None:
+    response = client.post(
+        "/webhooks/calls/00000000-0000-0000-0000-000000000000/status", {"CallStatus": "completed"}
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"detail": "Ignored: unknown call."}
