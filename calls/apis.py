@@ -183,7 +183,8 @@ class CallListApi(APIView):
             status=filters.validated_data.get("status"),
         )
         paginator = CallPagination()
-        page = paginator.paginate_queryset(calls, request, view=self)
+        page = paginator.paginate_queryset(calls, request, view=self) or []
+        page = [call_advance_simulated(call=call) for call in page]
         return paginator.get_paginated_response(CallOutputSerializer(page, many=True).data)
 
 
