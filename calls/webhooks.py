@@ -51,7 +51,8 @@ class WebhookApi(APIView):
             method=django_request.method or "POST",
             headers=django_request.headers,
             body=django_request.body,
-            form=django_request.POST if django_request.method == "POST" else django_request.GET,
+            # A GET's parameters are part of the URL, which the signature already covers.
+            form=django_request.POST if django_request.method == "POST" else {},
         )
         account = call.provider_account.as_account() if call.provider_account else Account()
         try:
