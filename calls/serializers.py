@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import phonenumbers
@@ -99,12 +100,9 @@ class VariablesField(serializers.Field):
         for name, value in data.items():
             if not NAME.fullmatch(name):
                 self.fail("bad_name", name=name[:64])
-            if (isinstance(value, float) and value != value) or value in (
-                float("inf"),
-                float("-inf"),
-            ):
+            if not isinstance(value, str | int | float | bool):
                 self.fail("bad_value", name=name)
-            if not isinstance(value, str | int | float | bool) or isinstance(value, dict | list):
+            if isinstance(value, float) and not math.isfinite(value):
                 self.fail("bad_value", name=name)
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**15:
                 self.fail("bad_value", name=name)
