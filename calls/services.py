@@ -32,8 +32,9 @@ from burki.exceptions import (
     ProviderUnavailable,
 )
 from burki.models import Organization
-from calls.errors import AssistantInactive, NoAssistantFound
-from calls.models import Call, CallEvent
+from calls.errors import AssistantInactive, NoAssistantFound, TooManyConcurrentCalls
+from calls.models import Call, CallEvent, IdempotencyKey
+from calls.selectors import calls_in_progress
 from calls.templating import Scalar, TemplateError, render
 from telephony.models import PhoneNumber
 from telephony.providers import get_provider
@@ -96,11 +97,13 @@ def call_initiate(
     welcome_message: str | None = None,
     agenda: str | None = None,
     variables: Mapping[str, Scalar] | None = None,
+    idempotency_key_id: int | None = None,
 ) -> Call:
     """Hold the money, record the call, then ask the provider to dial.
 
     `phone_number` and `assistant_override` must already be known to be the organization's
-    (calls.selectors.caller_phone_number / caller_assistant).
+    (calls.selectors.caller_phone_number / caller_assistant). `idempotency_key_id`, when given,
+    is linked to the call in the same transaction that records it.
     """
     variables = dict(variables or {})
     resolution = call_resolve_assistant(
@@ -121,6 +124,11 @@ def call_initiate(
         balance = balance_lock(organization_id=organization.pk)
         if balance is None:
             raise InsufficientBalance()
+        # Counted under the Balance lock: every initiation of this organization waits here,
+        # so two requests cannot both see room for one more call.
+        limit = organization.effective_max_concurrent_calls
+        if calls_in_progress(organization_id=organization.pk) >= limit:
+            raise TooManyConcurrentCalls(limit)
         quote = hold_quote(
             available_cents=balance.available_cents,
             rate_cents_per_minute=rate,
@@ -143,6 +151,8 @@ def call_initiate(
             hold_cents=quote.hold_cents,
         )
         balance_hold(balance=balance, amount_cents=quote.hold_cents, call_id=call.pk)
+        if idempotency_key_id is not None:
+            IdempotencyKey.objects.filter(pk=idempotency_key_id).update(call=call)
 
     # The provider is asked only after the commit: never inside a transaction or a row lock.
     outbound = OutboundCall(
