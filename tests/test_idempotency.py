@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from billing.services import balance_top_up
 from calls.models import Call, IdempotencyKey
-from calls.services import call_fail
 from telephony.providers.sandbox import SandboxProvider
 from tests.conftest import Tenant, assert_money_consistent, make_tenant
 from tests.factories import PhoneNumberFactory
@@ -247,12 +246,15 @@ class TestARequestThatDied:
             post(tenant)
         IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(minutes=5))
         assert post(tenant).status_code == 409  # queued: the outcome is not known yet
-        call_fail(call=Call.objects.get(), error="Never placed (the worker died).")
+        Call.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+        call_command("reconcile_calls")
 
         response = post(tenant)
 
         assert response.status_code == 502
-        assert response.json() == {"detail": "Never placed (the worker died)."}
+        assert response.json() == {
+            "detail": "Never placed: the request stopped before Sandbox placed the call."
+        }
         assert post(tenant).json() == response.json()
         assert Call.objects.count() == 1
         assert_money_consistent(tenant.organization)
