@@ -102,6 +102,18 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     def secrets_set(self, obj: ProviderAccount) -> str:
         return ", ".join(sorted(obj.secrets)) + " (set)" if obj.secrets else "none"
 
+    def get_form(
+        self,
+        request: HttpRequest,
+        obj: ProviderAccount | None = None,
+        change: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        # The credential fields are added per form instance (ProviderAccountForm.__init__), so
+        # the form class the admin builds from the fieldsets must name only the model's fields.
+        kwargs["fields"] = ProviderAccountForm.Meta.fields
+        return super().get_form(request, obj, change=change, **kwargs)
+
     def get_fieldsets(self, request: HttpRequest, obj: ProviderAccount | None = None) -> Any:
         fieldsets: list[Any] = [(None, {"fields": ["organization", "provider", "name"]})]
         for provider_name in REGISTRY:
