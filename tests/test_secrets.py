@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import logging
+from unittest import mock
 
 import pytest
 import responses
@@ -67,17 +69,22 @@ class TestRotation:
 
 
 def test_api_keys_are_stored_as_hashes_and_compared_in_constant_time(tenant: Tenant) -> None:
-    import inspect
-
-    from burki import authentication
-
     api_key = ApiKey.objects.get(organization=tenant.organization)
     with connection.cursor() as cursor:
         cursor.execute("SELECT * FROM burki_apikey WHERE id = %s", [api_key.pk])
         row = cursor.fetchone()
+    forged = tenant.api_key[: ApiKey.PREFIX_LENGTH] + "x" * 40
+
+    with mock.patch("burki.authentication.hmac.compare_digest", wraps=hmac.compare_digest) as cmp:
+        ok = tenant.client.get("/calls")
+        refused = APIClient().get("/calls", HTTP_AUTHORIZATION=f"Bearer {forged}")
 
     assert not any(tenant.api_key in str(value) for value in row)
-    assert "hmac.compare_digest" in inspect.getsource(authentication.ApiKeyAuthentication)
+    assert (ok.status_code, refused.status_code) == (200, 401)
+    assert cmp.call_args_list == [
+        mock.call(api_key.hashed_key, ApiKey.hash(tenant.api_key)),
+        mock.call(api_key.hashed_key, ApiKey.hash(forged)),
+    ]
 
 
 @pytest.mark.django_db
