@@ -22,7 +22,8 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
     scope = "api_key"
 
     def get_rate(self) -> str | None:
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        return None if rate is None else str(rate)
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         if not isinstance(request.auth, ApiKey):
