@@ -165,3 +165,12 @@ def test_the_counters_live_in_redis_and_hold_across_processes(tenant: Tenant) ->
     finally:
         for key in raw.keys(f"{prefix}:*"):
             raw.delete(key)
+
+
+def test_a_redis_url_selects_djangos_own_redis_cache() -> None:
+    import environ
+
+    config = environ.Env.cache_url_config("redis://127.0.0.1:6379/1")
+
+    assert config["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert config["LOCATION"] == "redis://127.0.0.1:6379/1"
