@@ -1,0 +1,131 @@
+"""What only Vonage does: its event statuses and its JWT's claims (the rest is in
+test_provider_conformance)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import jwt
+import pytest
+
+from calls.models import Call, CallEvent
+from tests.conftest import Tenant, assert_money_consistent
+from tests.factories import VONAGE_SIGNATURE_SECRET
+from tests.test_provider_conformance import VonageDriver, Webhook, initiate, send, signed
+
+vonage = VonageDriver()
+
+
+@pytest.fixture
+def placed(tenant: Tenant) -> Call:
+    vonage.number(tenant)
+    with vonage.wire() as wire:
+        vonage.accept(wire)
+        response = initiate(tenant)
+    return Call.objects.get(pk=response.json()["call_id"])
+
+
+def event(status: str, **extra: str) -> Webhook:
+    body = {"uuid": vonage.call_uuid, "status": status, "direction": "outbound", **extra}
+    return Webhook(body=json.dumps(body).encode(), content_type="application/json")
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        ("busy", "busy"),
+        ("timeout", "no-answer"),
+        ("unanswered", "no-answer"),
+        ("cancelled", "canceled"),
+        ("failed", "failed"),
+        ("rejected", "failed"),
+    ],
+)
+def test_an_unconnected_call_ends_by_its_status_and_costs_nothing(
+    client, tenant: Tenant, placed: Call, status: str, state: str
+) -> None:
+    response = signed(client, vonage, f"/webhooks/calls/{placed.pk}/status", event(status))
+
+    assert response.json() == {"detail": "Applied."}
+    placed.refresh_from_db()
+    assert (placed.status, placed.end_reason, placed.cost_cents) == (state, status, 0)
+    assert_money_consistent(tenant.organization)
+
+
+def test_the_failure_detail_is_kept_as_the_reason(client, placed: Call) -> None:
+    webhook = event("failed", detail="invalid_number")
+
+    signed(client, vonage, f"/webhooks/calls/{placed.pk}/status", webhook)
+
+    placed.refresh_from_db()
+    assert (placed.status, placed.end_reason) == ("failed", "failed: invalid_number")
+    assert CallEvent.objects.get(call=placed).detail == {
+        "status": "failed",
+        "detail": "invalid_number",
+    }
+
+
+@pytest.mark.parametrize("status", ["human", "machine", "disconnected", "input", "record"])
+def test_events_that_are_no_lifecycle_change_are_acknowledged(
+    client, placed: Call, status: str
+) -> None:
+    response = signed(client, vonage, f"/webhooks/calls/{placed.pk}/status", event(status))
+
+    assert response.json() == {"detail": "Ignored: no lifecycle change."}
+    placed.refresh_from_db()
+    assert placed.status == "initiated"
+    assert CallEvent.objects.count() == 0
+
+
+def token(claims: dict) -> dict[str, str]:
+    return {"Authorization": "Bearer " + jwt.encode(claims, VONAGE_SIGNATURE_SECRET, "HS256")}
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        pytest.param({"iat": "now"}, id="no-payload-hash"),
+        pytest.param({"payload_hash": "body"}, id="no-iat"),
+        pytest.param({"iat": "future", "payload_hash": "body"}, id="issued-in-the-future"),
+    ],
+)
+def test_a_token_missing_what_binds_it_to_this_delivery_is_a_403(
+    client, placed: Call, claims: dict
+) -> None:
+    webhook = event("completed", duration="60")
+    now = int(time.time())
+    values = {
+        "now": now,
+        "future": now + 600,
+        "body": hashlib.sha256(webhook.body).hexdigest(),
+    }
+
+    response = send(
+        client,
+        f"/webhooks/calls/{placed.pk}/status",
+        webhook,
+        token({key: values[value] for key, value in claims.items()}),
+    )
+
+    assert response.status_code == 403
+    placed.refresh_from_db()
+    assert placed.status == "initiated"
+
+
+def test_an_unsigned_token_alg_none_is_a_403(client, placed: Call) -> None:
+    webhook = event("completed", duration="60")
+    claims = {"iat": int(time.time()), "payload_hash": hashlib.sha256(webhook.body).hexdigest()}
+    forged = jwt.encode(claims, None, algorithm="none")
+
+    response = send(
+        client,
+        f"/webhooks/calls/{placed.pk}/status",
+        webhook,
+        {"Authorization": f"Bearer {forged}"},
+    )
+
+    assert response.status_code == 403
+    placed.refresh_from_db()
+    assert placed.status == "initiated"
