@@ -102,6 +102,18 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     def secrets_set(self, obj: ProviderAccount) -> str:
         return ", ".join(sorted(obj.secrets)) + " (set)" if obj.secrets else "none"
 
+    def get_form(
+        self,
+        request: HttpRequest,
+        obj: ProviderAccount | None = None,
+        change: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        # The credential fields are added by the form itself; the model form factory would reject
+        # them as unknown model fields if it took its field list from the fieldsets.
+        kwargs["fields"] = ProviderAccountForm.Meta.fields
+        return super().get_form(request, obj, change, **kwargs)
+
     def get_fieldsets(self, request: HttpRequest, obj: ProviderAccount | None = None) -> Any:
         fieldsets: list[Any] = [(None, {"fields": ["organization", "provider", "name"]})]
         for provider_name in REGISTRY:
