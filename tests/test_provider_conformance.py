@@ -335,7 +335,9 @@ class TelnyxDriver(Driver):
         assert dict(parse_qsl(url.query, keep_blank_values=True)) == context_of(call)
 
     def event(self, call: Call, state: str, *, duration: int = 0) -> Webhook:
-        start = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+        dialled = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+        answered = dialled + timedelta(seconds=20)  # rang for 20 s: not talk time
+        occurred_at = dialled
         payload: dict[str, Any] = {
             "call_control_id": self.call_control_id,
             "call_leg_id": "leg-0123",
@@ -354,8 +356,9 @@ class TelnyxDriver(Driver):
         if event_type == "call.initiated":
             payload["state"] = "bridging"
         elif event_type == "call.answered":
-            payload["start_time"] = start.isoformat().replace("+00:00", "Z")
+            occurred_at = answered
         else:
+            occurred_at = answered + timedelta(seconds=duration)
             payload.update(
                 hangup_cause={
                     "completed": "normal_clearing",
@@ -364,15 +367,15 @@ class TelnyxDriver(Driver):
                 }[state],
                 hangup_source="callee",
                 sip_hangup_cause={"completed": "200", "busy": "486", "no-answer": "487"}[state],
-                start_time=start.isoformat().replace("+00:00", "Z"),
-                end_time=(start + timedelta(seconds=duration)).isoformat().replace("+00:00", "Z"),
+                # When the call was dialled, as Telnyx reports it.
+                start_time=dialled.isoformat().replace("+00:00", "Z"),
                 state="hangup",
             )
         envelope = {
             "data": {
                 "event_type": event_type,
                 "id": str(uuid.uuid4()),
-                "occurred_at": start.isoformat().replace("+00:00", "Z"),
+                "occurred_at": occurred_at.isoformat().replace("+00:00", "Z"),
                 "payload": payload,
                 "record_type": "event",
             },

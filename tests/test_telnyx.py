@@ -143,3 +143,22 @@ def test_a_rate_limited_dial_is_retried_once_without_waiting_the_minute_asked(
 def telnyx_response(status: int, body: dict, *, retry_after: str = "") -> httpx.Response:
     headers = {"Retry-After": retry_after} if retry_after else {}
     return httpx.Response(status, json=body, headers=headers)
+
+
+def test_a_hangup_that_overtakes_its_answer_charges_nothing(
+    client, tenant: Tenant, placed: Call
+) -> None:
+    # Telnyx reports no talk time; without the answer's time there is nothing to measure from,
+    # and the customer is not charged for time nobody can vouch for.
+    path = f"/webhooks/calls/{placed.pk}/status"
+
+    first = signed(client, telnyx, path, telnyx.event(placed, "completed", duration=90))
+    late = signed(client, telnyx, path, telnyx.event(placed, "in-progress"))
+
+    assert (first.json(), late.json()) == (
+        {"detail": "Applied."},
+        {"detail": "Ignored: already applied."},
+    )
+    placed.refresh_from_db()
+    assert (placed.status, placed.duration_seconds, placed.cost_cents) == ("completed", 0, 0)
+    assert_money_consistent(tenant.organization)

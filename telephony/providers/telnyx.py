@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -103,17 +103,10 @@ def _timestamp(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-
-
-def _duration(payload: dict[str, Any], occurred_at: Any) -> int | None:
-    start = _timestamp(payload.get("start_time"))
-    end = _timestamp(payload.get("end_time")) or _timestamp(occurred_at)
-    if start is None or end is None or end < start:
-        return None
-    return int((end - start).total_seconds())
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class TelnyxProvider(Provider):
@@ -193,6 +186,7 @@ class TelnyxProvider(Provider):
         except (ValueError, KeyError, TypeError):
             return None
         call_control_id = str(payload.get("call_control_id") or "")
+        occurred_at = _timestamp(data.get("occurred_at"))
         raw = {"event_type": event_type}
         for key in ("hangup_cause", "hangup_source", "sip_hangup_cause", "result"):
             if payload.get(key):
@@ -201,23 +195,24 @@ class TelnyxProvider(Provider):
             cause = str(payload.get("hangup_cause") or "unspecified")
             state = HANGUP_STATES.get(cause, CallState.FAILED)
             sip = payload.get("sip_hangup_cause")
+            # Telnyx reports no duration, and the hangup's start_time is when the call was
+            # dialled, ringing included: the talk time is measured from call.answered instead.
             return StatusEvent(
                 state=state,
                 provider_call_id=call_control_id,
-                duration_seconds=(
-                    _duration(payload, data.get("occurred_at"))
-                    if state == CallState.COMPLETED
-                    else 0
-                ),
+                duration_seconds=None if state == CallState.COMPLETED else 0,
                 reason=f"{cause} (SIP {sip})" if sip and sip != "unspecified" else cause,
                 raw=raw,
+                occurred_at=_timestamp(payload.get("end_time")) or occurred_at,
             )
         state = EVENT_STATES.get(event_type)
         if state is None:
             if event_type in MACHINE_DETECTION_EVENTS:
                 logger.info("telnyx %s: %s", event_type, payload.get("result", ""))
             return None
-        return StatusEvent(state=state, provider_call_id=call_control_id, raw=raw)
+        return StatusEvent(
+            state=state, provider_call_id=call_control_id, raw=raw, occurred_at=occurred_at
+        )
 
     def answer(self, context: CallContext, media_stream_url: str) -> WebhookAnswer:
         # Telnyx never asks: the stream was set on the dial. This says what it was told.
