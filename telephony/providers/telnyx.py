@@ -11,7 +11,7 @@ import json
 import logging
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -35,7 +35,7 @@ from telephony.states import CallState
 
 logger = logging.getLogger(__name__)
 
-STREAM_TRACK = "both_tracks"
+STREAM_TRACK: Final = "both_tracks"
 
 # One retry: it covers a dropped connection or a passing 5xx, and `command_id` makes a repeated
 # dial harmless at Telnyx (it ignores a second dial with the same id). Each attempt gets half of
@@ -205,13 +205,13 @@ class TelnyxProvider(Provider):
                 raw=raw,
                 occurred_at=_timestamp(payload.get("end_time")) or occurred_at,
             )
-        state = EVENT_STATES.get(event_type)
-        if state is None:
+        progress = EVENT_STATES.get(event_type)
+        if progress is None:
             if event_type in MACHINE_DETECTION_EVENTS:
                 logger.info("telnyx %s: %s", event_type, payload.get("result", ""))
             return None
         return StatusEvent(
-            state=state, provider_call_id=call_control_id, raw=raw, occurred_at=occurred_at
+            state=progress, provider_call_id=call_control_id, raw=raw, occurred_at=occurred_at
         )
 
     def answer(self, context: CallContext, media_stream_url: str) -> WebhookAnswer:
