@@ -9,13 +9,27 @@ import time
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from calls.models import Call, CallEvent
 from tests.conftest import Tenant, assert_money_consistent
-from tests.factories import VONAGE_SIGNATURE_SECRET
+from tests.factories import VONAGE_SIGNATURE_SECRET, vonage_private_key
 from tests.test_provider_conformance import VonageDriver, Webhook, initiate, send, signed
 
 vonage = VonageDriver()
+
+
+def vonage_pkcs1_pem() -> str:
+    """The same key in the older PKCS#1 form (-----BEGIN RSA PRIVATE KEY-----)."""
+    return (
+        vonage_private_key()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
 
 
 @pytest.fixture
@@ -129,3 +143,34 @@ def test_an_unsigned_token_alg_none_is_a_403(client, placed: Call) -> None:
     assert response.status_code == 403
     placed.refresh_from_db()
     assert placed.status == "initiated"
+
+
+@pytest.mark.parametrize(
+    ("private_key", "detail"),
+    [
+        ("/etc/hostname.key", "The Vonage account's private key is not a PEM key."),
+        (
+            vonage_pkcs1_pem(),
+            "The Vonage account's private key must be PKCS#8.",
+        ),
+    ],
+    ids=["a-path", "pkcs1"],
+)
+def test_an_account_with_an_unusable_private_key_fails_the_call_cleanly(
+    tenant: Tenant, private_key: str, detail: str
+) -> None:
+    number = vonage.number(tenant)
+    number.provider_account.secrets = {
+        **number.provider_account.secrets,
+        "private_key": private_key,
+    }
+    number.provider_account.save()
+    with vonage.wire() as wire:
+        vonage.accept(wire)
+        response = initiate(tenant)
+
+    assert (response.status_code, response.json()) == (502, {"detail": detail})
+    assert wire.sent == []
+    call = Call.objects.get()
+    assert (call.status, call.error) == ("failed", detail)
+    assert_money_consistent(tenant.organization)
