@@ -115,7 +115,8 @@ class Driver:
         """The request on the wire carries our call id, time limit and callback URLs."""
         raise NotImplementedError
 
-    def event(self, call: Call, state: str, *, duration: int = 0) -> Webhook:
+    def event(self, call: Call, state: str, *, duration: int = 0, leg: str = "") -> Webhook:
+        """The provider's event for the call (`leg`: as if for another leg with that id)."""
         raise NotImplementedError
 
     def lifecycle(self, call: Call) -> list[Webhook]:
@@ -157,7 +158,7 @@ class SandboxDriver(Driver):
         detail = "Sandbox: the destination is unreachable (simulated refusal)."
         return "+15559870500", Failure(502, {"detail": detail})
 
-    def event(self, call: Call, state: str, *, duration: int = 0) -> Webhook:
+    def event(self, call: Call, state: str, *, duration: int = 0, leg: str = "") -> Webhook:
         body = json.dumps({"status": state, "duration": duration}).encode()
         return Webhook(body=body, content_type="application/json")
 
@@ -228,8 +229,8 @@ class TwilioDriver(Driver):
         expected = base64.b64encode(f"{TWILIO_SID}:{TWILIO_TOKEN}".encode()).decode()
         assert sent.headers["Authorization"] == f"Basic {expected}"
 
-    def event(self, call: Call, state: str, *, duration: int = 0) -> Webhook:
-        form = {"CallSid": self.sid, "AccountSid": TWILIO_SID, "CallStatus": state}
+    def event(self, call: Call, state: str, *, duration: int = 0, leg: str = "") -> Webhook:
+        form = {"CallSid": leg or self.sid, "AccountSid": TWILIO_SID, "CallStatus": state}
         if state == "completed":
             form["CallDuration"] = str(duration)
         return Webhook(
@@ -334,12 +335,12 @@ class TelnyxDriver(Driver):
         assert url._replace(query="").geturl() == MEDIA_STREAM_URL
         assert dict(parse_qsl(url.query, keep_blank_values=True)) == context_of(call)
 
-    def event(self, call: Call, state: str, *, duration: int = 0) -> Webhook:
+    def event(self, call: Call, state: str, *, duration: int = 0, leg: str = "") -> Webhook:
         dialled = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
         answered = dialled + timedelta(seconds=20)  # rang for 20 s: not talk time
         occurred_at = dialled
         payload: dict[str, Any] = {
-            "call_control_id": self.call_control_id,
+            "call_control_id": leg or self.call_control_id,
             "call_leg_id": "leg-0123",
             "call_session_id": "session-0123",
             "client_state": base64.b64encode(str(call.pk).encode()).decode(),
@@ -483,12 +484,12 @@ class VonageDriver(Driver):
         claims = jwt.decode(token, vonage_private_key().public_key(), algorithms=["RS256"])
         assert (scheme, claims["application_id"]) == ("Bearer", VONAGE_APPLICATION_ID)
 
-    def event(self, call: Call, state: str, *, duration: int = 0) -> Webhook:
+    def event(self, call: Call, state: str, *, duration: int = 0, leg: str = "") -> Webhook:
         status = {"initiated": "started", "in-progress": "answered", "no-answer": "timeout"}.get(
             state, state
         )
         event: dict[str, Any] = {
-            "uuid": self.call_uuid,
+            "uuid": leg or self.call_uuid,
             "conversation_uuid": "CON-f972836a-550f-45fa-956c-12a2ab5b7d22",
             "status": status,
             "direction": "outbound",
@@ -817,6 +818,21 @@ def test_a_status_for_an_unknown_call_is_acknowledged_and_ignored(
 
     assert (response.status_code, response.json()) == (200, {"detail": "Ignored: unknown call."})
     assert Call.objects.count() == 0 and CallEvent.objects.count() == 0
+
+
+def test_an_event_for_another_leg_changes_nothing(
+    client, tenant: Tenant, driver: Driver, placed: Call
+) -> None:
+    # e.g. the websocket leg an NCCO connect creates: its hang-up is not the call's.
+    path = f"/webhooks/calls/{placed.pk}/status"
+
+    response = signed(client, driver, path, driver.event(placed, "busy", leg="another-leg-0123"))
+
+    assert (response.status_code, response.json()) == (
+        200,
+        {"detail": "Ignored: an event for another leg of the call."},
+    )
+    assert_unchanged(placed, tenant)
 
 
 # --- the seed's request examples, from every provider ----------------------------------------
