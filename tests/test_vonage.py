@@ -174,3 +174,20 @@ def test_an_account_with_an_unusable_private_key_fails_the_call_cleanly(
     call = Call.objects.get()
     assert (call.status, call.error) == ("failed", detail)
     assert_money_consistent(tenant.organization)
+
+
+def test_a_body_sent_with_whitespace_verifies_against_its_compact_hash(
+    client, tenant: Tenant, placed: Call
+) -> None:
+    # Vonage hashes the event as compact JSON; the bytes on the wire may be spaced out.
+    event = {"uuid": vonage.call_uuid, "status": "completed", "duration": "61"}
+    compact = json.dumps(event, separators=(",", ":")).encode()
+    spaced = Webhook(body=json.dumps(event, indent=2).encode(), content_type="application/json")
+    claims = {"iat": int(time.time()), "payload_hash": hashlib.sha256(compact).hexdigest()}
+
+    response = send(client, f"/webhooks/calls/{placed.pk}/status", spaced, token(claims))
+
+    assert response.json() == {"detail": "Applied."}
+    placed.refresh_from_db()
+    assert (placed.status, placed.duration_seconds, placed.cost_cents) == ("completed", 61, 11)
+    assert_money_consistent(tenant.organization)
