@@ -911,3 +911,17 @@ def test_the_seed_examples_succeed_from_every_provider(
             "agenda": expected[2],
         },
     )
+
+
+def test_status_webhooks_cost_a_fixed_number_of_queries(
+    client, driver: Driver, placed: Call, django_assert_num_queries
+) -> None:
+    # Answered: find the call, claim the state, record the event (+ the test's savepoints).
+    with django_assert_num_queries(5):
+        answered = driver.report(client, placed, driver.event(placed, "in-progress"))
+    # Ended: the same, plus the balance lock, and a balance update and ledger row each for the
+    # charge and the release (inside their own savepoint).
+    with django_assert_num_queries(12):
+        ended = driver.report(client, placed, driver.event(placed, "completed", duration=30))
+
+    assert answered == ended == (200, {"detail": "Applied."})
