@@ -162,3 +162,16 @@ def test_a_hangup_that_overtakes_its_answer_charges_nothing(
     placed.refresh_from_db()
     assert (placed.status, placed.duration_seconds, placed.cost_cents) == ("completed", 0, 0)
     assert_money_consistent(tenant.organization)
+
+
+def test_a_body_that_is_not_utf8_is_a_403(client, tenant: Tenant, placed: Call) -> None:
+    webhook = Webhook(body=b"\xff\xfe not text", content_type="application/json")
+
+    response = signed(client, telnyx, f"/webhooks/calls/{placed.pk}/status", webhook)
+
+    assert (response.status_code, response.json()) == (
+        403,
+        {"detail": "Invalid webhook signature."},
+    )
+    placed.refresh_from_db()
+    assert placed.status == "initiated"

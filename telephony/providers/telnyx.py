@@ -176,6 +176,9 @@ class TelnyxProvider(Provider):
             verify_webhook_signature(request.body, request.headers, public_key)
         except WebhookVerificationError as exc:
             raise WebhookRejected(str(exc)) from None
+        except UnicodeDecodeError:
+            # The helper decodes the body before its own error handling: not a Telnyx body.
+            raise WebhookRejected("The body is not UTF-8.") from None
 
     def parse_status(self, request: WebhookRequest) -> StatusEvent | None:
         try:
