@@ -242,7 +242,7 @@ def call_apply_event(*, call: Call, event: StatusEvent, source: str) -> bool:
             NullIf(F("call_sid"), Value("")), Value(event.provider_call_id)
         )
     if target == CallState.IN_PROGRESS:
-        updates["answered_at"] = now
+        updates["answered_at"] = event.occurred_at or now
     charge = 0
     duration = 0
     if target in FINAL_STATES:
@@ -250,7 +250,8 @@ def call_apply_event(*, call: Call, event: StatusEvent, source: str) -> bool:
             if event.duration_seconds is not None:
                 duration = event.duration_seconds
             elif call.answered_at is not None:
-                duration = int((now - call.answered_at).total_seconds())
+                ended = event.occurred_at or now
+                duration = max(0, int((ended - call.answered_at).total_seconds()))
         duration = min(duration, call.time_limit_seconds)
         charge = min(
             cost_cents(seconds=duration, rate_cents_per_minute=call.rate_cents_per_minute),

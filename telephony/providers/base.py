@@ -93,6 +93,9 @@ class StatusEvent:
     duration_seconds: int | None = None
     reason: str = ""  # why it ended, in the provider's words (SIP code, hangup cause)
     raw: Mapping[str, Any] = field(default_factory=dict)  # what we keep for the call's timeline
+    # When it happened by the provider's clock, for providers that report no duration (Telnyx):
+    # the talk time is then the final event's time minus the answer event's.
+    occurred_at: datetime | None = None
 
 
 @dataclass(frozen=True)
