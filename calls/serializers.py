@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import phonenumbers
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 MAX_VARIABLES = 50
@@ -77,6 +78,25 @@ def text_messages(name: str, max_length: int) -> dict[str, str]:
     }
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "maxProperties": MAX_VARIABLES,
+        "additionalProperties": {
+            "oneOf": [
+                {"type": "string", "maxLength": MAX_VARIABLE_VALUE_LENGTH},
+                {"type": "number"},
+                {"type": "boolean"},
+            ]
+        },
+        "description": (
+            "Custom variables for template substitution in welcome_message and agenda using "
+            "{{variable}} syntax. Names are letters, digits and underscores (not starting with "
+            "a digit, at most 64 characters); values are strings, numbers or booleans."
+        ),
+        "example": {"name": "John Doe", "time": "10 AM", "appointment_type": "dental"},
+    }
+)
 class VariablesField(serializers.Field):
     """An object of names to scalars (string, number, boolean)."""
 
