@@ -4,6 +4,7 @@ from typing import Any
 from uuid import UUID
 
 from django.http import Http404
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiResponse,
@@ -11,7 +12,8 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
 )
 from rest_framework import serializers
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -355,6 +357,19 @@ class CallPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        cursor = super().decode_cursor(request)
+        # DRF hands the cursor's position to the ORM unchecked, so a forged one was a 500. We
+        # only hand out aware created_at timestamps: anything else is a bad cursor.
+        if cursor is not None and cursor.position is not None:
+            try:
+                position = parse_datetime(cursor.position)
+            except ValueError:
+                position = None
+            if position is None or position.tzinfo is None:
+                raise NotFound(self.invalid_cursor_message)
+        return cursor
+
 
 class CallListApi(APIView):
     """GET /calls: your organization's calls, newest first."""
@@ -392,7 +407,9 @@ class CallListApi(APIView):
         },
     )
     def get(self, request: Request) -> Response:
-        filters = self.FilterSerializer(data=request.query_params)
+        # A plain dict: given a QueryDict, DRF reads `?status=` as "not given" (HTML form
+        # rules) and would silently list every call.
+        filters = self.FilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         calls = calls_for_organization(
             organization_id=request.auth.organization_id,
