@@ -26,7 +26,19 @@ def parse_e164(value: str) -> str:
         raise ValueError(str(exc)) from None
     if not phonenumbers.is_possible_number(parsed):
         raise ValueError("is not a possible phone number")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if parsed.extension:
+        # E.164 has no extensions: dialling the number without it would reach someone else.
+        raise ValueError("must not have an extension")
+    number = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if len(number) > 16:
+        # phonenumbers calls some longer numbers possible (+81 and 14 digits), but E.164,
+        # which every provider takes, stops at 15 digits.
+        raise ValueError("is longer than the 15 digits E.164 allows")
+    # Formatting can lose digits of odd input (`+270000000` came out as `+27000000`): dial only
+    # a number that reads back as the one we were given.
+    if phonenumbers.parse(number, None) != parsed:
+        raise ValueError("does not survive formatting as E.164")
+    return number
 
 
 class StrictCharField(serializers.CharField):

@@ -75,3 +75,27 @@ def test_an_empty_status_filter_is_a_400_not_a_silent_no_filter(tenant: Tenant) 
             ]
         },
     }
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "+1 555 987 6543 ext. 89",  # was dialled without the extension
+        "+15559876543;ext=89",
+        "+270000000",  # was dialled as +27000000, a zero short
+        "+8110000000000000",  # 16 digits: phonenumbers calls it possible, E.164 does not
+    ],
+)
+def test_a_number_that_cannot_be_dialled_exactly_as_given_is_a_400(tenant: Tenant, to: str) -> None:
+    PhoneNumberFactory(organization=tenant.organization, number="+15551234567")
+
+    response = tenant.client.post(
+        "/calls/initiate",
+        {"from_phone_number": "+15551234567", "to_phone_number": to},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    message = "to_phone_number must be a phone number in E.164 format, e.g. +15551234567"
+    assert response.json() == {"detail": message, "errors": {"to_phone_number": [message]}}
+    assert Call.objects.count() == 0
