@@ -32,7 +32,8 @@ class ErrorSerializer(serializers.Serializer):
     """Every error, whatever its status."""
 
     detail = serializers.CharField(help_text="What went wrong, in one sentence.")
-    errors = serializers.DictField(
+    # A field, not DRF's Serializer.errors: the metaclass moves declared fields off the class.
+    errors = serializers.DictField(  # type: ignore[assignment]
         required=False,
         help_text="On a 400 for a bad field: every field's messages, keyed by field name.",
     )

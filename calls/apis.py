@@ -363,7 +363,7 @@ class CallPagination(CursorPagination):
         # only hand out aware created_at timestamps: anything else is a bad cursor.
         if cursor is not None and cursor.position is not None:
             try:
-                position = parse_datetime(cursor.position)
+                position = parse_datetime(str(cursor.position))
             except ValueError:
                 position = None
             if position is None or position.tzinfo is None:

@@ -29,7 +29,7 @@ from cryptography.fernet import Fernet
 ROOT = Path(__file__).resolve().parent.parent
 PORTS = range(28000, 29000)
 # Bounded and seeded: the same cases on every run, about half a minute on a small machine.
-MAX_EXAMPLES = 60
+MAX_EXAMPLES = 150
 SEED = 20261125
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance"
 
@@ -95,12 +95,50 @@ def wait_until_up(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError(f"the server did not answer within 30 s:\n{log.read_text()[-3000:]}")
 
 
+def start_server(
+    env: dict[str, str], access_log: Path, server_log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """gunicorn on a free port; another one if someone takes the port first."""
+    for _ in range(3):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with server_log.open("wb") as output:
+            server = subprocess.Popen(  # noqa: S603
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "burki.wsgi",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    "2",
+                    "--access-logfile",
+                    str(access_log),
+                    "--access-logformat",
+                    "%(m)s %(U)s %(s)s",
+                ],
+                env={**env, "PUBLIC_BASE_URL": url},
+                cwd=ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_until_up(url, server, server_log)
+        except RuntimeError:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+                raise
+            continue
+        return server, url
+    raise RuntimeError(f"the server would not start:\n{server_log.read_text()[-3000:]}")
+
+
 @pytest.fixture(scope="module")
 def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
     database_url = fuzz_database_url()
     recreate(database_url)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     logs = tmp_path_factory.mktemp("live")
     env = {
         **os.environ,
@@ -111,7 +149,6 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
         "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "DATABASE_URL": database_url,
         "ALLOWED_HOSTS": "127.0.0.1",
-        "PUBLIC_BASE_URL": url,
         "LOG_LEVEL": "WARNING",
     }
     manage = [sys.executable, str(ROOT / "manage.py")]
@@ -124,29 +161,8 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
     api_key = json.loads(seeded.stdout)["api_key"]
 
     access_log, server_log = logs / "access.log", logs / "server.log"
-    with server_log.open("wb") as output:
-        server = subprocess.Popen(  # noqa: S603
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "burki.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--access-logfile",
-                str(access_log),
-                "--access-logformat",
-                "%(m)s %(U)s %(s)s",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    server, url = start_server(env, access_log, server_log)
     try:
-        wait_until_up(url, server, server_log)
         yield LiveApp(url, database_url, api_key, access_log, server_log)
     finally:
         server.terminate()
