@@ -357,6 +357,18 @@ class CallPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["description"] = (
+                    f"Calls per page: {self.page_size} by default, at most {self.max_page_size} "
+                    "(more is capped); a value that is not a positive integer means the default."
+                )
+            elif parameter["name"] == self.cursor_query_param:
+                parameter["description"] = "The cursor from a page's `next` or `previous` link."
+        return parameters
+
     def decode_cursor(self, request: Request) -> Cursor | None:
         cursor = super().decode_cursor(request)
         # DRF hands the cursor's position to the ORM unchecked, so a forged one was a 500. We
