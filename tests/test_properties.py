@@ -14,14 +14,12 @@ from calls.serializers import parse_e164
 from calls.templating import TemplateError, format_value, render
 
 # Deterministic: the same inputs on every run and machine, so CI cannot flake on a new find.
-settings.register_profile(
-    "properties",
+PROPERTIES = settings(
     derandomize=True,
     max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-PROPERTIES = settings.get_profile("properties")
 
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,63}", fullmatch=True)
 scalars = st.one_of(
