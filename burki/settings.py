@@ -79,6 +79,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "phonenumber_field",
     "burki",
     "assistants",
@@ -143,15 +145,34 @@ PHONENUMBER_DEFAULT_FORMAT = "E164"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["burki.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["burki.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "burki.exceptions.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_THROTTLE_CLASSES": ["burki.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "api_key": env.str("API_THROTTLE_RATE", default="600/min"),
         "initiate": env.str("INITIATE_THROTTLE_RATE", default="120/min"),
     },
+}
+
+# The OpenAPI schema (/api/schema/) and its Swagger UI (/api/docs/), served with the UI's own
+# files (drf-spectacular-sidecar) so the docs page works without reaching a CDN.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Burki outbound calls API",
+    "DESCRIPTION": (
+        "Place outbound calls from your AI assistants and follow them. Every request carries "
+        '`Authorization: Bearer <api key>`; every error is `{"detail": "<one sentence>"}`.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"CallStatus": "telephony.states.CallState"},
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {

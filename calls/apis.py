@@ -4,13 +4,27 @@ from typing import Any
 from uuid import UUID
 
 from django.http import Http404
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from burki.schema import (
+    AUTHENTICATION_ERRORS,
+    WWW_AUTHENTICATE,
+    error_response,
+    method_not_allowed,
+)
 from burki.throttling import ApiKeyRateThrottle, InitiateRateThrottle
 from calls import idempotency
 from calls.models import Call, CallEvent
@@ -40,10 +54,26 @@ class InitiateCallApi(APIView):
     ]
     throttle_classes = [ApiKeyRateThrottle, InitiateRateThrottle]
 
+    @extend_schema_serializer(component_name="InitiateCall")
     class InputSerializer(serializers.Serializer):
-        from_phone_number = E164Field(error_messages=e164_messages("from_phone_number"))
-        to_phone_number = E164Field(error_messages=e164_messages("to_phone_number"))
+        """Request model for initiating an outbound call."""
+
+        from_phone_number = E164Field(
+            error_messages=e164_messages("from_phone_number"),
+            help_text=(
+                "The phone number to call from, in E.164 format. This number must be assigned "
+                "to an assistant or ConversationFlow in your organization."
+            ),
+        )
+        to_phone_number = E164Field(
+            error_messages=e164_messages("to_phone_number"),
+            help_text="The destination phone number to call, in E.164 format.",
+        )
         assistant_id = serializers.IntegerField(
+            help_text=(
+                "Override the default assistant attached to the phone number. If not provided, "
+                "the system uses the assistant assigned to from_phone_number."
+            ),
             required=False,
             allow_null=True,
             min_value=1,
@@ -56,6 +86,11 @@ class InitiateCallApi(APIView):
             },
         )
         welcome_message = StrictCharField(
+            help_text=(
+                "A custom welcome message for the assistant to say at the beginning of the "
+                "call. If not provided, the assistant's default greeting will be used. "
+                "Supports variable substitution using {{variable}} syntax."
+            ),
             required=False,
             allow_null=True,
             allow_blank=True,
@@ -64,6 +99,11 @@ class InitiateCallApi(APIView):
             error_messages=text_messages("welcome_message", MAX_WELCOME_LENGTH),
         )
         agenda = StrictCharField(
+            help_text=(
+                "A specific topic or goal for the call. This can be used to guide the "
+                "assistant's conversation. Supports variable substitution using {{variable}} "
+                "syntax."
+            ),
             required=False,
             allow_null=True,
             allow_blank=True,
@@ -80,10 +120,19 @@ class InitiateCallApi(APIView):
                 )
             return super().to_internal_value(data)
 
+    @extend_schema_serializer(component_name="InitiateCallResponse")
     class OutputSerializer(serializers.Serializer):
-        message = serializers.CharField()
-        call_sid = serializers.CharField()
-        call_id = serializers.UUIDField()
+        """Response model for initiating an outbound call."""
+
+        message = serializers.CharField(
+            read_only=True, help_text="Always `Call initiated successfully`."
+        )
+        call_sid = serializers.CharField(
+            read_only=True, help_text="The telephony provider's id for the call."
+        )
+        call_id = serializers.UUIDField(
+            read_only=True, help_text="Our id for the call: follow it at `GET /calls/{call_id}`."
+        )
 
     phone_number: Any = None
     assistant: Any = None
@@ -95,6 +144,145 @@ class InitiateCallApi(APIView):
             self._validated_input = serializer.validated_data
         return self._validated_input
 
+    @extend_schema(
+        operation_id="calls_initiate",
+        summary="Initiate an outbound call",
+        description=(
+            "Place an outbound call from one of your AI assistants to an external phone number, "
+            "through the telephony provider configured for `from_phone_number` (Twilio, Telnyx, "
+            "Vonage or a BYO SIP trunk).\n\n"
+            "The assistant is resolved in this order: `assistant_id` if given (it must belong to "
+            "your organization); else the ConversationFlow `from_phone_number` is assigned to "
+            "(its base assistant and live flow); else the assistant assigned to the number. If "
+            "none resolves, the request fails with a 404.\n\n"
+            "The money the call may cost is held from your balance before the provider is asked "
+            "to dial and settled when the call ends."
+        ),
+        tags=["calls"],
+        request=InputSerializer,
+        examples=[
+            OpenApiExample(
+                "BasicCall",
+                summary="Basic call (using the phone number's default assistant)",
+                value={"from_phone_number": "+15551234567", "to_phone_number": "+15559876543"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "CallWithVariables",
+                summary="Call with custom message and variables",
+                value={
+                    "from_phone_number": "+15551234567",
+                    "to_phone_number": "+15559876543",
+                    "welcome_message": (
+                        "Hello {{name}}, this is a reminder about your appointment tomorrow "
+                        "at {{time}}."
+                    ),
+                    "agenda": "Remind {{name}} about their upcoming {{appointment_type}} "
+                    "appointment.",
+                    "variables": {
+                        "name": "John Doe",
+                        "time": "10 AM",
+                        "appointment_type": "dental",
+                    },
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "CallWithAssistantOverride",
+                summary="Call with assistant override",
+                value={
+                    "from_phone_number": "+15551234567",
+                    "to_phone_number": "+15559876543",
+                    "assistant_id": 456,
+                    "welcome_message": "Hi there! I'm calling about your recent inquiry.",
+                },
+                request_only=True,
+            ),
+        ],
+        parameters=[WWW_AUTHENTICATE],
+        responses={
+            200: OpenApiResponse(
+                response=OutputSerializer,
+                description="The provider accepted the call.",
+                examples=[
+                    OpenApiExample(
+                        "Call initiated",
+                        value={
+                            "message": "Call initiated successfully",
+                            "call_sid": "CAxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                            "call_id": "5f0c6a8e-8d51-4b8e-9a57-1f1b7c2d9e3a",
+                        },
+                        response_only=True,
+                    )
+                ],
+            ),
+            400: error_response(
+                "Required parameters are missing or invalid, or a referenced `{{variable}}` "
+                "was not supplied. Nothing is dialled.",
+                ("Missing parameter", "from_phone_number is required"),
+                (
+                    "Not a phone number",
+                    "to_phone_number must be a phone number in E.164 format, e.g. +15551234567",
+                ),
+                (
+                    "Missing variable",
+                    "Variable 'name' is used in welcome_message but was not supplied in variables.",
+                ),
+                ("Malformed JSON", "JSON parse error - Expecting value: line 1 column 1 (char 0)"),
+            ),
+            **AUTHENTICATION_ERRORS,
+            402: error_response(
+                "Your organization's available balance does not pay for one billable minute.",
+                (
+                    "Insufficient balance",
+                    "Insufficient balance. Please add funds to continue making calls.",
+                ),
+            ),
+            403: error_response(
+                "The phone number or assistant doesn't belong to your organization (a number "
+                "of no one gets the same answer).",
+                (
+                    "Phone number",
+                    "Unauthorized: phone number +15551234567 does not belong to your organization",
+                ),
+                ("Assistant", "Unauthorized: assistant 456 does not belong to your organization"),
+            ),
+            404: error_response(
+                "No assistant can be resolved for the call, or the resolved one is inactive.",
+                ("No assistant", "No assistant found for phone number +15551234567"),
+                ("Inactive assistant", "Assistant 456 is not active"),
+            ),
+            405: method_not_allowed("POST"),
+            415: error_response(
+                "The body is not `application/json`.",
+                (
+                    "Form body",
+                    'Unsupported media type "application/x-www-form-urlencoded" in request.',
+                ),
+            ),
+            502: error_response(
+                "The telephony provider refused the call. The call is recorded as `failed` and "
+                "the held money is released.",
+                ("Provider refused", "The telephony provider could not place the call."),
+            ),
+            503: error_response(
+                "The telephony provider is unavailable. The call is recorded as `failed` and "
+                "the held money is released.",
+                (
+                    "Provider unavailable",
+                    "The telephony provider is not available right now; try again shortly.",
+                ),
+            ),
+            504: error_response(
+                "The telephony provider did not answer in time. The call is recorded as "
+                "`failed` and the held money is released.",
+                (
+                    "Provider timed out",
+                    "The telephony provider did not answer in time; the call was not placed.",
+                ),
+            ),
+        },
+    )
     def post(self, request: Request) -> Response:
         data = self.validated_input(request)
         raw_key = request.headers.get(idempotency.HEADER)
@@ -145,15 +333,18 @@ class InitiateCallApi(APIView):
         )
 
 
+@extend_schema_serializer(component_name="Call")
 class CallOutputSerializer(serializers.ModelSerializer):
+    @extend_schema_serializer(component_name="CallEvent")
     class EventSerializer(serializers.ModelSerializer):
         class Meta:
             model = CallEvent
             fields = ["status", "source", "detail", "created_at"]
+            read_only_fields = fields
 
-    call_id = serializers.UUIDField(source="id")
-    from_phone_number = serializers.CharField(source="from_number")
-    to_phone_number = serializers.CharField(source="to_number")
+    call_id = serializers.UUIDField(source="id", read_only=True)
+    from_phone_number = serializers.CharField(source="from_number", read_only=True)
+    to_phone_number = serializers.CharField(source="to_number", read_only=True)
 
     class Meta:
         model = Call
@@ -180,13 +371,17 @@ class CallOutputSerializer(serializers.ModelSerializer):
             "answered_at",
             "ended_at",
         ]
+        # Output only; read-only fields are also what the schema lists as always present.
+        read_only_fields = fields
 
 
+@extend_schema_serializer(component_name="CallDetail")
 class CallDetailOutputSerializer(CallOutputSerializer):
     events = CallOutputSerializer.EventSerializer(many=True, read_only=True)
 
     class Meta(CallOutputSerializer.Meta):
         fields = [*CallOutputSerializer.Meta.fields, "events"]
+        read_only_fields = fields
 
 
 class CallPagination(CursorPagination):
@@ -194,6 +389,31 @@ class CallPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["description"] = (
+                    f"Calls per page: {self.page_size} by default, at most {self.max_page_size} "
+                    "(more is capped); a value that is not a positive integer means the default."
+                )
+            elif parameter["name"] == self.cursor_query_param:
+                parameter["description"] = "The cursor from a page's `next` or `previous` link."
+        return parameters
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        cursor = super().decode_cursor(request)
+        # DRF hands the cursor's position to the ORM unchecked, so a forged one was a 500. We
+        # only hand out aware created_at timestamps: anything else is a bad cursor.
+        if cursor is not None and cursor.position is not None:
+            try:
+                position = parse_datetime(str(cursor.position))
+            except ValueError:
+                position = None
+            if position is None or position.tzinfo is None:
+                raise NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 class CallListApi(APIView):
@@ -208,14 +428,39 @@ class CallListApi(APIView):
             },
         )
 
+    pagination_class = CallPagination  # read by the schema; get() pages with it too
+
+    @extend_schema(
+        operation_id="calls_list",
+        summary="List calls",
+        description=(
+            "Your organization's calls, newest first, a page at a time: follow `next` (a cursor "
+            "link) until it is null."
+        ),
+        tags=["calls"],
+        parameters=[FilterSerializer, WWW_AUTHENTICATE],
+        responses={
+            200: CallOutputSerializer(many=True),
+            400: error_response(
+                "The status filter is not a call status.",
+                ("Bad status", "status must be one of: " + ", ".join(CallState.values)),
+            ),
+            **AUTHENTICATION_ERRORS,
+            404: error_response(
+                "The cursor is not one we handed out.", ("Bad cursor", "Invalid cursor")
+            ),
+        },
+    )
     def get(self, request: Request) -> Response:
-        filters = self.FilterSerializer(data=request.query_params)
+        # A plain dict: given a QueryDict, DRF reads `?status=` as "not given" (HTML form
+        # rules) and would silently list every call.
+        filters = self.FilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         calls = calls_for_organization(
             organization_id=request.auth.organization_id,
             status=filters.validated_data.get("status"),
         )
-        paginator = CallPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(calls, request, view=self) or []
         page = [call_advance_simulated(call=call) for call in page]
         return paginator.get_paginated_response(CallOutputSerializer(page, many=True).data)
@@ -224,6 +469,20 @@ class CallListApi(APIView):
 class CallDetailApi(APIView):
     """GET /calls/{call_id}: one of your calls, with its timeline."""
 
+    @extend_schema(
+        operation_id="calls_retrieve",
+        summary="Retrieve a call",
+        description="One of your calls with its timeline of lifecycle events.",
+        tags=["calls"],
+        parameters=[WWW_AUTHENTICATE],
+        responses={
+            200: CallDetailOutputSerializer,
+            **AUTHENTICATION_ERRORS,
+            404: error_response(
+                "No call with this id in your organization.", ("Unknown call", "Not found.")
+            ),
+        },
+    )
     def get(self, request: Request, call_id: UUID) -> Response:
         call = call_for_organization(organization_id=request.auth.organization_id, call_id=call_id)
         if call is None:

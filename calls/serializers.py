@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import phonenumbers
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 MAX_VARIABLES = 50
@@ -26,7 +27,19 @@ def parse_e164(value: str) -> str:
         raise ValueError(str(exc)) from None
     if not phonenumbers.is_possible_number(parsed):
         raise ValueError("is not a possible phone number")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if parsed.extension:
+        # E.164 has no extensions: dialling the number without it would reach someone else.
+        raise ValueError("must not have an extension")
+    number = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if len(number) > 16:
+        # phonenumbers calls some longer numbers possible (+81 and 14 digits), but E.164,
+        # which every provider takes, stops at 15 digits.
+        raise ValueError("is longer than the 15 digits E.164 allows")
+    # Formatting can lose digits of odd input (`+270000000` came out as `+27000000`): dial only
+    # a number that reads back as the one we were given.
+    if phonenumbers.parse(number, None) != parsed:
+        raise ValueError("does not survive formatting as E.164")
+    return number
 
 
 class StrictCharField(serializers.CharField):
@@ -78,6 +91,25 @@ def text_messages(name: str, max_length: int) -> dict[str, str]:
     }
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "maxProperties": MAX_VARIABLES,
+        "additionalProperties": {
+            "oneOf": [
+                {"type": "string", "maxLength": MAX_VARIABLE_VALUE_LENGTH},
+                {"type": "number"},
+                {"type": "boolean"},
+            ]
+        },
+        "description": (
+            "Custom variables for template substitution in welcome_message and agenda using "
+            "{{variable}} syntax. Names are letters, digits and underscores (not starting with "
+            "a digit, at most 64 characters); values are strings, numbers or booleans."
+        ),
+        "example": {"name": "John Doe", "time": "10 AM", "appointment_type": "dental"},
+    }
+)
 class VariablesField(serializers.Field):
     """An object of names to scalars (string, number, boolean)."""
 

@@ -35,6 +35,9 @@ class RawBodyParser(BaseParser):
 
 
 class WebhookApi(APIView):
+    # Provider-facing (the provider signs each request with its own scheme): not part of the
+    # public API schema.
+    schema = None
     authentication_classes: list = []
     permission_classes = [AllowAny]
     parser_classes = [RawBodyParser]

@@ -145,12 +145,13 @@ class TwilioProvider(Provider):
         state = STATES.get(form.get("CallStatus", ""))
         if state is None:
             return None
-        duration = form.get("CallDuration") or form.get("Duration")
+        duration = form.get("CallDuration") or form.get("Duration") or ""
         reason = form.get("SipResponseCode") or form.get("ErrorCode") or ""
         return StatusEvent(
             state=state,
             provider_call_id=form.get("CallSid", ""),
-            duration_seconds=int(duration) if duration and duration.isdigit() else None,
+            # isdigit() alone lets "²" through, which int() then refuses.
+            duration_seconds=int(duration) if duration.isascii() and duration.isdigit() else None,
             reason=str(reason),
             raw={
                 key: form.get(key)

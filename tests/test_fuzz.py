@@ -1,0 +1,262 @@
+"""schemathesis against the live app: the real server (gunicorn) on its own PostgreSQL database,
+migrated and seeded with the demo data set, fuzzed through the public schema it serves.
+
+Every operation in the schema is tested; no response may be a 5xx, have a status the schema does
+not document, or a body that does not match it. Afterwards the money still reconciles.
+Run it alone with `bin/test tests/test_fuzz.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+PORTS = range(28000, 29000)
+# Bounded and seeded: the same cases on every run, about half a minute on a small machine.
+MAX_EXAMPLES = 150
+SEED = 20261125
+CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance"
+
+
+@dataclass
+class LiveApp:
+    url: str
+    database_url: str
+    api_key: str
+    access_log: Path
+    server_log: Path
+
+
+def free_port() -> int:
+    ports = list(PORTS)
+    random.shuffle(ports)
+    for port in ports:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 28000-28999")
+
+
+def fuzz_database_url() -> str:
+    """A database of its own beside the test database, named after it."""
+    base = os.environ.get("DATABASE_URL", "")
+    parts = urlsplit(base)
+    if parts.scheme not in ("postgres", "postgresql"):
+        pytest.skip("the live fuzz runs on PostgreSQL: set DATABASE_URL (bin/test does)")
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "_fuzz"))
+
+
+def recreate(database_url: str) -> None:
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop(database_url: str) -> None:
+    parts = urlsplit(database_url)
+    admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
+
+
+def wait_until_up(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the server did not answer within 30 s:\n{log.read_text()[-3000:]}")
+
+
+def start_server(
+    env: dict[str, str], access_log: Path, server_log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """gunicorn on a free port; another one if someone takes the port first."""
+    for _ in range(3):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with server_log.open("wb") as output:
+            server = subprocess.Popen(  # noqa: S603
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "burki.wsgi",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    "2",
+                    "--access-logfile",
+                    str(access_log),
+                    "--access-logformat",
+                    "%(m)s %(U)s %(s)s",
+                ],
+                env={**env, "PUBLIC_BASE_URL": url},
+                cwd=ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_until_up(url, server, server_log)
+        except RuntimeError:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+                raise
+            continue
+        return server, url
+    raise RuntimeError(f"the server would not start:\n{server_log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    database_url = fuzz_database_url()
+    recreate(database_url)
+    logs = tmp_path_factory.mktemp("live")
+    env = {
+        **os.environ,
+        # The production settings, not the test suite's.
+        "DJANGO_SETTINGS_MODULE": "burki.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": "fuzz-" + Fernet.generate_key().decode(),
+        "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "DATABASE_URL": database_url,
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+    }
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run(  # noqa: S603
+        [*manage, "migrate", "--verbosity", "0"], env=env, check=True, cwd=ROOT
+    )
+    seeded = subprocess.run(  # noqa: S603
+        [*manage, "seed_demo", "--json"], env=env, check=True, cwd=ROOT, capture_output=True
+    )
+    api_key = json.loads(seeded.stdout)["api_key"]
+
+    access_log, server_log = logs / "access.log", logs / "server.log"
+    server, url = start_server(env, access_log, server_log)
+    try:
+        yield LiveApp(url, database_url, api_key, access_log, server_log)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        drop(database_url)
+
+
+def responses_seen(access_log: Path) -> list[tuple[str, str, int]]:
+    """(method, operation path, status) of every request the server answered."""
+    seen = []
+    for line in access_log.read_text().splitlines():
+        method, path, status = line.split(" ")
+        path = re.sub(r"^/calls/[0-9a-f-]{36}$", "/calls/{call_id}", path)
+        seen.append((method, path, int(status)))
+    return seen
+
+
+def money_mismatches(database_url: str) -> list[tuple[object, ...]]:
+    """Organizations whose ledger does not add up to their balance and open holds."""
+    query = """
+        SELECT b.organization_id, b.balance_cents, b.held_cents, l.amount, l.held, c.open_holds
+        FROM billing_balance b
+        CROSS JOIN LATERAL (
+            SELECT COALESCE(SUM(amount_cents), 0) AS amount,
+                   COALESCE(SUM(held_change_cents), 0) AS held
+            FROM billing_ledgerentry WHERE organization_id = b.organization_id) l
+        CROSS JOIN LATERAL (
+            SELECT COALESCE(SUM(hold_cents), 0) AS open_holds
+            FROM calls_call WHERE organization_id = b.organization_id AND cost_cents IS NULL) c
+        WHERE l.amount <> b.balance_cents OR l.held <> b.held_cents
+           OR c.open_holds <> b.held_cents OR b.held_cents < 0 OR b.held_cents > b.balance_cents
+    """
+    parts = urlsplit(database_url)
+    with psycopg.connect(urlunsplit(parts._replace(scheme="postgresql"))) as connection:
+        return connection.execute(query).fetchall()
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(
+    live_app: LiveApp, tmp_path: Path
+) -> None:
+    schema_url = live_app.url + "/api/schema/?format=json"
+    with urllib.request.urlopen(schema_url) as response:  # noqa: S310
+        operations = {
+            (method.upper(), path)
+            for path, methods in json.load(response)["paths"].items()
+            for method in methods
+        }
+
+    run = subprocess.run(  # noqa: S603
+        [
+            str(Path(sys.executable).with_name("st")),
+            "run",
+            schema_url,
+            "--header",
+            f"Authorization: Bearer {live_app.api_key}",
+            "--checks",
+            CHECKS,
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--max-examples",
+            str(MAX_EXAMPLES),
+            "--seed",
+            str(SEED),
+            "--workers",
+            "1",
+            "--request-timeout",
+            "10",
+            "--generation-database",
+            "none",
+            "--no-color",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    report = run.stdout[-6000:] + run.stderr[-2000:]
+    assert run.returncode == 0, report
+    assert "No issues found" in report, report
+    assert f"Tested: {len(operations)}" in report, report
+    seen = responses_seen(live_app.access_log)
+    server_errors = [response for response in seen if response[2] >= 500]
+    assert server_errors == [], live_app.server_log.read_text()[-3000:]
+    # The fuzzer got past validation everywhere: each operation answered a 200 at least once.
+    succeeded = {(method, path) for method, path, status in seen if status == 200}
+    assert operations <= succeeded, sorted(operations - succeeded)
+    assert {status for _, path, status in seen if path == "/calls/initiate"} >= {200, 400, 403}
+    assert money_mismatches(live_app.database_url) == []

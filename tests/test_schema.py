@@ -1,0 +1,217 @@
+"""The OpenAPI schema (/api/schema/) and its Swagger UI (/api/docs/)."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from burki.exceptions import (
+    InsufficientBalance,
+    ProviderFailed,
+    ProviderTimedOut,
+    ProviderUnavailable,
+)
+from calls.errors import number_not_in_organization
+
+SEED_REQUEST_EXAMPLES = {
+    "BasicCall": {"from_phone_number": "+15551234567", "to_phone_number": "+15559876543"},
+    "CallWithVariables": {
+        "from_phone_number": "+15551234567",
+        "to_phone_number": "+15559876543",
+        "welcome_message": (
+            "Hello {{name}}, this is a reminder about your appointment tomorrow at {{time}}."
+        ),
+        "agenda": "Remind {{name}} about their upcoming {{appointment_type}} appointment.",
+        "variables": {"name": "John Doe", "time": "10 AM", "appointment_type": "dental"},
+    },
+    "CallWithAssistantOverride": {
+        "from_phone_number": "+15551234567",
+        "to_phone_number": "+15559876543",
+        "assistant_id": 456,
+        "welcome_message": "Hi there! I'm calling about your recent inquiry.",
+    },
+}
+
+
+@pytest.fixture
+def schema(db: None) -> dict[str, Any]:
+    response = APIClient().get("/api/schema/", {"format": "json"})
+    assert response.status_code == 200
+    return json.loads(response.content)
+
+
+def example_details(response: dict[str, Any]) -> list[str]:
+    examples = response["content"]["application/json"]["examples"].values()
+    return [example["value"]["detail"] for example in examples]
+
+
+def test_the_schema_generates_without_a_warning() -> None:
+    out = StringIO()
+    # --fail-on-warn turns any warning or error of drf-spectacular into a failure here.
+    call_command(
+        "spectacular", "--validate", "--fail-on-warn", "--format", "openapi-json", stdout=out
+    )
+
+    assert json.loads(out.getvalue())["openapi"].startswith("3.")
+
+
+def test_the_schema_is_public_and_lists_only_the_client_api(schema: dict[str, Any]) -> None:
+    assert {path: sorted(ops) for path, ops in schema["paths"].items()} == {
+        "/calls": ["get"],
+        "/calls/{call_id}": ["get"],
+        "/calls/initiate": ["post"],
+    }
+
+
+def test_every_operation_needs_the_bearer_key(schema: dict[str, Any]) -> None:
+    assert schema["components"]["securitySchemes"] == {
+        "bearerAuth": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": (
+                "Bearer authentication header of the form `Bearer <token>`, where `<token>` is "
+                "your organization's API key. A key is shown once, when it is created."
+            ),
+        }
+    }
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            assert operation["security"] == [{"bearerAuth": []}]
+            assert "401" in operation["responses"]
+            assert set(operation["responses"]["401"]["headers"]) == {"WWW-Authenticate"}
+
+
+def test_initiate_documents_every_request_field_with_the_seeds_words(
+    schema: dict[str, Any],
+) -> None:
+    body = schema["components"]["schemas"]["InitiateCallRequest"]
+
+    assert body["required"] == ["from_phone_number", "to_phone_number"]
+    assert list(body["properties"]) == [
+        "from_phone_number",
+        "to_phone_number",
+        "assistant_id",
+        "welcome_message",
+        "agenda",
+        "variables",
+    ]
+    descriptions = {name: field["description"] for name, field in body["properties"].items()}
+    assert descriptions["from_phone_number"] == (
+        "The phone number to call from, in E.164 format. This number must be assigned to an "
+        "assistant or ConversationFlow in your organization."
+    )
+    assert descriptions["to_phone_number"] == (
+        "The destination phone number to call, in E.164 format."
+    )
+    assert descriptions["assistant_id"].startswith(
+        "Override the default assistant attached to the phone number."
+    )
+    assert descriptions["variables"].startswith(
+        "Custom variables for template substitution in welcome_message and agenda using "
+        "{{variable}} syntax."
+    )
+    for field in ("welcome_message", "agenda"):
+        assert "Supports variable substitution using {{variable}} syntax." in descriptions[field]
+    assert body["properties"]["assistant_id"]["type"] == "integer"
+    assert body["properties"]["variables"]["type"] == "object"
+
+
+def test_initiate_carries_the_seeds_three_request_examples(schema: dict[str, Any]) -> None:
+    request_body = schema["paths"]["/calls/initiate"]["post"]["requestBody"]
+    examples = request_body["content"]["application/json"]["examples"]
+
+    assert {name: example["value"] for name, example in examples.items()} == (SEED_REQUEST_EXAMPLES)
+    assert list(request_body["content"]) == ["application/json"]
+
+
+def test_initiate_documents_the_success_and_every_error_status(schema: dict[str, Any]) -> None:
+    responses = schema["paths"]["/calls/initiate"]["post"]["responses"]
+
+    assert sorted(responses) == [
+        "200", "400", "401", "402", "403", "404", "405", "415", "502", "503", "504",
+    ]  # fmt: skip
+    success = responses["200"]["content"]["application/json"]
+    assert success["schema"] == {"$ref": "#/components/schemas/InitiateCallResponse"}
+    assert schema["components"]["schemas"]["InitiateCallResponse"]["required"] == [
+        "call_id",
+        "call_sid",
+        "message",
+    ]
+    assert success["examples"]["CallInitiated"]["value"]["message"] == (
+        "Call initiated successfully"
+    )
+    for status, response in responses.items():
+        if status != "200":
+            schema_ref = response["content"]["application/json"]["schema"]
+            assert schema_ref == {"$ref": "#/components/schemas/Error"}, status
+
+
+def test_the_error_examples_are_the_seeds_and_the_apis_own_sentences(
+    schema: dict[str, Any],
+) -> None:
+    responses = schema["paths"]["/calls/initiate"]["post"]["responses"]
+
+    assert "from_phone_number is required" in example_details(responses["400"])
+    assert example_details(responses["402"]) == [InsufficientBalance.default_detail]
+    assert InsufficientBalance.default_detail == (
+        "Insufficient balance. Please add funds to continue making calls."
+    )
+    assert example_details(responses["403"])[0] == number_not_in_organization("+15551234567")
+    assert example_details(responses["403"])[0] == (
+        "Unauthorized: phone number +15551234567 does not belong to your organization"
+    )
+    assert example_details(responses["404"])[0] == (
+        "No assistant found for phone number +15551234567"
+    )
+    assert example_details(responses["502"]) == [ProviderFailed.default_detail]
+    assert example_details(responses["503"]) == [ProviderUnavailable.default_detail]
+    assert example_details(responses["504"]) == [ProviderTimedOut.default_detail]
+
+
+def test_the_call_list_is_cursor_paginated_and_filters_by_status(schema: dict[str, Any]) -> None:
+    operation = schema["paths"]["/calls"]["get"]
+    parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+
+    assert sorted(parameters) == ["cursor", "page_size", "status"]
+    assert parameters["status"]["schema"]["enum"] == [
+        "queued", "initiated", "ringing", "in-progress", "completed",
+        "busy", "no-answer", "failed", "canceled",
+    ]  # fmt: skip
+    assert sorted(operation["responses"]) == ["200", "400", "401", "404"]
+    page = schema["components"]["schemas"]["PaginatedCallList"]
+    assert sorted(page["properties"]) == ["next", "previous", "results"]
+    assert page["properties"]["results"]["items"] == {"$ref": "#/components/schemas/Call"}
+
+
+def test_a_call_is_described_with_every_field_it_always_has(schema: dict[str, Any]) -> None:
+    call = schema["components"]["schemas"]["CallDetail"]
+
+    assert sorted(call["required"]) == sorted(call["properties"])
+    assert call["properties"]["events"]["items"] == {"$ref": "#/components/schemas/CallEvent"}
+    for nullable in ("assistant_id", "conversation_flow_id", "duration_seconds", "cost_cents"):
+        assert call["properties"][nullable]["nullable"] is True
+    detail = schema["paths"]["/calls/{call_id}"]["get"]
+    assert sorted(detail["responses"]) == ["200", "401", "404"]
+
+
+def test_the_schema_can_be_read_as_yaml_too(db: None) -> None:
+    response = APIClient().get("/api/schema/")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/vnd.oai.openapi")
+    assert response.content.startswith(b"openapi: 3.0.3")
+
+
+def test_the_docs_page_serves_swagger_ui_from_our_own_static_files(db: None) -> None:
+    response = APIClient().get("/api/docs/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
+    assert "/api/schema/" in html
+    assert "cdn.jsdelivr.net" not in html
