@@ -66,3 +66,26 @@ class EncryptedJSONField(models.TextField):
 
     def get_prep_value(self, value: Any) -> str:
         return encrypt(json.dumps(value or {}, sort_keys=True))
+
+
+class EncryptedTextField(models.TextField):
+    """One secret string (a SIP password), stored as a Fernet token; "" stays "" (no secret)."""
+
+    description = "Encrypted text"
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> str:
+        if not value:
+            return ""
+        try:
+            return decrypt(value)
+        except InvalidToken as exc:
+            raise ImproperlyConfigured(
+                "A stored secret cannot be decrypted with FIELD_ENCRYPTION_KEYS "
+                "(was a key removed before its secrets were rotated?)."
+            ) from exc
+
+    def to_python(self, value: Any) -> str:
+        return value if isinstance(value, str) else ""
+
+    def get_prep_value(self, value: Any) -> str:
+        return encrypt(value) if value else ""

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from telephony.models import PhoneNumber
+from telephony.models import PhoneNumber, SipTrunk
 
 
 def phone_number_for_organization(*, organization_id: int, number: str) -> PhoneNumber | None:
@@ -11,4 +11,13 @@ def phone_number_for_organization(*, organization_id: int, number: str) -> Phone
         )
         .filter(organization_id=organization_id, number=number)
         .first()
+    )
+
+
+def sip_trunks_for_organization(*, organization_id: int) -> list[SipTrunk]:
+    """The trunks a `sip` number of the organization dials through, in the order to try them."""
+    return list(
+        SipTrunk.objects.filter(organization_id=organization_id, enabled=True).order_by(
+            "priority", "id"
+        )
     )

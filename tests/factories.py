@@ -7,7 +7,7 @@ import factory
 from assistants.models import Assistant, ConversationFlow
 from billing.models import Balance
 from burki.models import Organization
-from telephony.models import PhoneNumber, ProviderAccount
+from telephony.models import PhoneNumber, ProviderAccount, SipTrunk
 
 
 class OrganizationFactory(factory.django.DjangoModelFactory):
@@ -61,6 +61,17 @@ class ProviderAccountFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"Account {n}")
     settings = factory.LazyFunction(lambda: {"account_sid": "AC" + "a" * 32})
     secrets = factory.LazyFunction(lambda: {"auth_token": "twilio-auth-token-0123456789abcdef"})
+
+
+class SipTrunkFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = SipTrunk
+
+    organization = factory.SubFactory(OrganizationFactory)
+    name = factory.Sequence(lambda n: f"Trunk {n}")
+    gateway = "127.0.0.1:5060"
+    transport = "udp"
+    priority = factory.Sequence(lambda n: n)
 
 
 class PhoneNumberFactory(factory.django.DjangoModelFactory):

@@ -15,11 +15,13 @@ from telephony.providers.base import Provider
 REGISTRY: dict[str, str] = {
     "sandbox": "telephony.providers.sandbox.SandboxProvider",
     "twilio": "telephony.providers.twilio.TwilioProvider",
+    "sip": "telephony.providers.sip.SipProvider",
 }
 
 LABELS: dict[str, str] = {
     "sandbox": "Sandbox (test mode, no account, nothing is dialled)",
     "twilio": "Twilio",
+    "sip": "BYO SIP trunk",
 }
 
 
