@@ -499,6 +499,8 @@ class SipAgent:
     def _release(self, leg: _Leg) -> None:
         # Drop every reference here, on the owner thread, so the Call is freed here too.
         account = leg.account
+        if leg.dial is not None and leg.dial.leg is leg:
+            leg.dial.leg = None
         leg.account = leg.agent = leg.dial = None
         del leg
         if account is not None:
@@ -508,26 +510,29 @@ class SipAgent:
         """Hang up what we hold, wait briefly for the far ends, and report every call's end."""
         self._stopping = True
         self._drain_commands_refusing()
-        for dial in list(self._dials.values()):
-            self._hang_up(dial, "agent shut down")
+        for call_id in list(self._dials):
+            self._hang_up(self._dials[call_id], "agent shut down")
         assert self._ep is not None
         grace = time.monotonic() + SHUTDOWN_GRACE_SECONDS
         while self.live_calls and time.monotonic() < grace:
             self._ep.libHandleEvents(10)
         self._retry.clear()
-        for dial in list(self._dials.values()):
-            # The far end never confirmed (no answer to our CANCEL/BYE): record it ourselves.
-            state = CallState.COMPLETED if dial.answered_at is not None else CallState.CANCELED
-            why = dial.hangup_reason or "agent shut down"
-            duration = int(time.monotonic() - dial.answered_at) if dial.answered_at else 0
-            self._finish(dial, state, why, dial.leg, duration=duration)
-        for leg in list(self._legs):
-            self._ended.append(leg)
+        for call_id in list(self._dials):
+            self._record_unconfirmed_end(self._dials[call_id])
+        self._ended.extend(self._legs)
         self._release_ended()
+        # No local name may keep a Call alive past libDestroy: freeing it then aborts.
         gc.collect()
         self._ep.libDestroy()
         self._ep = None
         gc.enable()
+
+    def _record_unconfirmed_end(self, dial: _Dial) -> None:
+        # The far end never confirmed our CANCEL/BYE in time: record the end ourselves.
+        state = CallState.COMPLETED if dial.answered_at is not None else CallState.CANCELED
+        why = dial.hangup_reason or "agent shut down"
+        duration = int(time.monotonic() - dial.answered_at) if dial.answered_at else 0
+        self._finish(dial, state, why, dial.leg, duration=duration)
 
     def _drain_commands_refusing(self) -> None:
         while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
 SECRET = "sip-agent-test-secret"
+SIPP = shutil.which("sipp") or "sipp"  # Debian package sip-tester; .ci/run installs it
 
 AGENT_CONTROL_PORT = 25070
 AGENT_SIP_PORT = 25080
@@ -112,7 +114,7 @@ class Sipp:
         self.message_file = tmp_path / f"{name}-messages.log"
         self.process = subprocess.Popen(  # noqa: S603
             [
-                "sipp",
+                SIPP,
                 "-sf",
                 str(SCENARIOS / scenario),
                 "-i",

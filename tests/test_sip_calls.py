@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from billing.models import Balance
+from billing.services import HoldQuote
 from calls.models import Call
 from tests.conftest import Tenant, assert_money_consistent, make_tenant
 from tests.factories import AssistantFactory, PhoneNumberFactory, SipTrunkFactory
@@ -153,6 +154,324 @@ def test_an_answered_call_is_recorded_from_invite_to_bye_and_settled(
     }
     ended = detail["events"][2]["detail"]
     assert ended["sip_status"] == 200 and ended["attempts"] == [
-        {"trunk": "trunk A", "sip_call_id": call.call_sid, "sip_status": 200, "sip_reason": "Normal call clearing"}
+        {
+            "trunk": "trunk A",
+            "sip_call_id": call.call_sid,
+            "sip_status": 200,
+            "sip_reason": "Normal call clearing",
+        }
     ]
     assert ended["rtp"]["packets_sent"] > 0
+
+
+def test_digest_authentication_answers_the_401_challenge(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path
+) -> None:
+    sipp = start_sipp(
+        sipp_cleanup,
+        tmp_path,
+        "uas_digest_auth.xml",
+        extra=("-inf", str(Path(__file__).parent / "sipp" / "trunk_credentials.csv")),
+    )
+    sip_number(tenant, sipp.gateway, username="alice", password="s3cret")
+
+    response = initiate(tenant)
+
+    assert response.status_code == 200, response.json()
+    call = wait_until_final(response.json()["call_id"])
+    verdict = sipp.verdict()
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    first, second = sent_invites(verdict.messages)
+    assert "Authorization:" not in first
+    assert 'Authorization: Digest username="alice", realm="trunk.test"' in second
+    assert f'uri="sip:{TO}@127.0.0.1:{SIPP_PORTS[0]}"' in second
+    assert "s3cret" not in verdict.messages
+    assert "SIP/2.0 403 Forbidden" not in verdict.messages
+    assert (call.status, call.end_reason, call.duration_seconds) == (
+        "completed",
+        "callee hung up (BYE)",
+        1,
+    )
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)
+
+
+def test_wrong_trunk_credentials_fail_the_call_with_the_403(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path
+) -> None:
+    sipp = start_sipp(
+        sipp_cleanup,
+        tmp_path,
+        "uas_digest_auth.xml",
+        extra=("-inf", str(Path(__file__).parent / "sipp" / "trunk_credentials.csv")),
+    )
+    sip_number(tenant, sipp.gateway, username="alice", password="wrong")
+
+    response = initiate(tenant)
+
+    assert response.status_code == 200, response.json()
+    call = wait_until_final(response.json()["call_id"])
+    verdict = sipp.verdict()
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    assert "SIP/2.0 403 Forbidden" in verdict.messages
+    assert (call.status, call.end_reason, call.cost_cents) == ("failed", "403 Forbidden", 0)
+    assert timeline(call) == ["failed"]
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status", "reason"),
+    [
+        ("uas_reject_486.xml", "busy", "486 Busy Here"),
+        ("uas_reject_404.xml", "failed", "404 Not Found"),
+    ],
+)
+def test_a_refusal_from_the_far_end_ends_the_call_with_its_sip_status(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path, scenario: str, status: str, reason: str
+) -> None:
+    sipp = start_sipp(sipp_cleanup, tmp_path, scenario)
+    sip_number(tenant, sipp.gateway)
+
+    response = initiate(tenant)
+
+    assert response.status_code == 200, response.json()
+    call = wait_until_final(response.json()["call_id"])
+    verdict = sipp.verdict()
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    assert (call.status, call.end_reason, call.cost_cents, call.duration_seconds) == (
+        status,
+        reason,
+        0,
+        0,
+    )
+    assert call.events.get().detail["sip_status"] == int(reason[:3])
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)
+
+
+def test_a_503_from_the_first_trunk_fails_over_to_the_second(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path
+) -> None:
+    down = start_sipp(sipp_cleanup, tmp_path, "uas_reject_503.xml", port=SIPP_PORTS[0])
+    up = start_sipp(sipp_cleanup, tmp_path, "uas_answer_then_bye.xml", port=SIPP_PORTS[1])
+    sip_number(tenant, down.gateway, up.gateway)
+
+    response = initiate(tenant)
+
+    assert response.status_code == 200, response.json()
+    call = wait_until_final(response.json()["call_id"])
+    down_verdict, up_verdict = down.verdict(), up.verdict()
+    assert (down_verdict.exit_code, down_verdict.errors) == (0, "")
+    assert (up_verdict.exit_code, up_verdict.errors) == (0, "")
+    (first_invite,) = sent_invites(down_verdict.messages)
+    (second_invite,) = sent_invites(up_verdict.messages)
+    # The call_sid is the first INVITE's Call-ID; the answered leg's is in the timeline.
+    assert f"Call-ID: {call.call_sid}" in first_invite
+    ended = call.events.get(status="completed").detail
+    assert f"Call-ID: {ended['sip_call_id']}" in second_invite
+    assert ended["attempts"] == [
+        {
+            "trunk": "trunk A",
+            "sip_call_id": call.call_sid,
+            "sip_status": 503,
+            "sip_reason": "Service Unavailable",
+        },
+        {
+            "trunk": "trunk B",
+            "sip_call_id": ended["sip_call_id"],
+            "sip_status": 200,
+            "sip_reason": "Normal call clearing",
+        },
+    ]
+    assert (call.status, call.duration_seconds, call.cost_cents) == ("completed", 1, 1)
+    assert timeline(call) == ["ringing", "in-progress", "completed"]
+    assert_money_consistent(tenant.organization)
+
+
+def test_a_503_from_every_trunk_fails_the_call(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path
+) -> None:
+    first = start_sipp(sipp_cleanup, tmp_path, "uas_reject_503.xml", port=SIPP_PORTS[0])
+    second = start_sipp(sipp_cleanup, tmp_path, "uas_reject_503.xml", port=SIPP_PORTS[1])
+    sip_number(tenant, first.gateway, second.gateway)
+
+    response = initiate(tenant)
+
+    assert response.status_code == 200, response.json()
+    call = wait_until_final(response.json()["call_id"])
+    for verdict in (first.verdict(), second.verdict()):
+        assert (verdict.exit_code, verdict.errors) == (0, "")
+    assert (call.status, call.end_reason, call.cost_cents) == (
+        "failed",
+        "503 Service Unavailable",
+        0,
+    )
+    assert [a["trunk"] for a in call.events.get().detail["attempts"]] == ["trunk A", "trunk B"]
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)
+
+
+def test_a_disabled_trunk_is_never_dialled(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path
+) -> None:
+    sipp = start_sipp(sipp_cleanup, tmp_path, "uas_answer_then_bye.xml", port=SIPP_PORTS[1])
+    sip_number(tenant, f"127.0.0.1:{SIPP_PORTS[0]}", sipp.gateway)
+    tenant.organization.sip_trunks.filter(name="trunk A").update(enabled=False)
+
+    response = initiate(tenant)
+
+    assert response.status_code == 200, response.json()
+    call = wait_until_final(response.json()["call_id"])
+    verdict = sipp.verdict()
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    assert [a["trunk"] for a in call.events.get(status="completed").detail["attempts"]] == [
+        "trunk B"
+    ]
+
+
+def test_an_unanswered_call_is_cancelled_at_the_ring_time_out(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path, sip_settings
+) -> None:
+    sip_settings.CALL_RING_TIMEOUT_SECONDS = 2
+    sipp = start_sipp(sipp_cleanup, tmp_path, "uas_ring_until_cancel.xml")
+    sip_number(tenant, sipp.gateway)
+
+    started = time.monotonic()
+    response = initiate(tenant)
+
+    assert response.status_code == 200, response.json()
+    call = wait_until_final(response.json()["call_id"])
+    assert 2 <= time.monotonic() - started < 5
+    verdict = sipp.verdict()
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    assert f"CANCEL sip:{TO}@127.0.0.1:{SIPP_PORTS[0]} SIP/2.0" in verdict.messages
+    assert (call.status, call.end_reason, call.cost_cents) == (
+        "no-answer",
+        "no answer within 2 s (CANCEL sent)",
+        0,
+    )
+    assert timeline(call) == ["ringing", "no-answer"]
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)
+
+
+def test_the_time_limit_ends_an_answered_call_with_bye(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path, monkeypatch
+) -> None:
+    # The shortest limit money buys is a minute; a 2-second quote keeps the test short.
+    monkeypatch.setattr(
+        "calls.services.hold_quote",
+        lambda **_: HoldQuote(time_limit_seconds=2, hold_cents=1),
+    )
+    sipp = start_sipp(sipp_cleanup, tmp_path, "uas_answer_wait_bye.xml")
+    sip_number(tenant, sipp.gateway)
+
+    response = initiate(tenant)
+
+    assert response.status_code == 200, response.json()
+    call = wait_until_final(response.json()["call_id"])
+    verdict = sipp.verdict()
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    assert "\nBYE sip:" in verdict.messages
+    assert (call.status, call.end_reason, call.duration_seconds) == (
+        "completed",
+        "time limit of 2 s reached (BYE sent)",
+        2,
+    )
+    assert call.time_limit_seconds == 2
+    assert call.cost_cents == call.hold_cents == 1
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)
+
+
+def test_with_no_agent_running_the_call_fails_with_a_503(tenant: Tenant, sip_settings) -> None:
+    sip_number(tenant, f"127.0.0.1:{SIPP_PORTS[0]}")
+
+    response = initiate(tenant)
+
+    assert response.status_code == 503
+    assert response.json() == {"detail": "No SIP agent is running to place the call."}
+    call = Call.objects.get()
+    assert (call.status, call.error, call.cost_cents) == (
+        "failed",
+        "No SIP agent is running to place the call.",
+        0,
+    )
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)
+
+
+def test_a_fifth_call_on_a_full_agent_is_refused_at_once(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path, sip_settings
+) -> None:
+    sip_settings.CALL_RING_TIMEOUT_SECONDS = 3
+    sipp = start_sipp(sipp_cleanup, tmp_path, "uas_ring_until_cancel.xml", calls=4)
+    sip_number(tenant, sipp.gateway)
+    ringing = [initiate(tenant) for _ in range(4)]
+    assert [r.status_code for r in ringing] == [200] * 4
+
+    started = time.monotonic()
+    response = initiate(tenant)
+
+    assert time.monotonic() - started < 1
+    assert response.status_code == 503
+    assert response.json() == {
+        "detail": "Every SIP agent is carrying its limit of 4 simultaneous calls; "
+        "try again shortly."
+    }
+    refused = Call.objects.get(status="failed")
+    assert refused.pk not in {r.json()["call_id"] for r in ringing}
+    calls = [wait_until_final(r.json()["call_id"]) for r in ringing]
+    assert {c.status for c in calls} == {"no-answer"}
+    verdict = sipp.verdict()
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    assert len(sent_invites(verdict.messages)) == 4
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)
+
+
+def test_a_full_agent_passes_the_call_to_the_next_agent(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path, sip_settings
+) -> None:
+    second_agent = AgentProcess(tmp_path / "agent2.log", control_port=AGENT_CONTROL_PORT + 1)
+    try:
+        sip_settings.SIP_AGENTS = [*sip_settings.SIP_AGENTS, "127.0.0.1:25071"]
+        sip_settings.CALL_RING_TIMEOUT_SECONDS = 3
+        sipp = start_sipp(sipp_cleanup, tmp_path, "uas_ring_until_cancel.xml", calls=5)
+        sip_number(tenant, sipp.gateway)
+
+        responses = [initiate(tenant) for _ in range(5)]
+
+        assert [r.status_code for r in responses] == [200] * 5
+        calls = [wait_until_final(r.json()["call_id"]) for r in responses]
+        assert {c.status for c in calls} == {"no-answer"}
+        verdict = sipp.verdict()
+        assert (verdict.exit_code, verdict.errors) == (0, "")
+        vias = [line for line in verdict.messages.splitlines() if line.startswith("Via: ")]
+        assert any("127.0.0.1:25081" in via for via in vias)  # the second agent's SIP port
+        assert_money_consistent(tenant.organization)
+    finally:
+        assert second_agent.stop() == 0
+
+
+def test_sigterm_hangs_up_an_answered_call_and_records_it(
+    tenant: Tenant, sip_settings, sipp_cleanup, tmp_path: Path
+) -> None:
+    agent = AgentProcess(tmp_path / "agent.log")
+    sipp = start_sipp(sipp_cleanup, tmp_path, "uas_answer_wait_bye.xml")
+    sip_number(tenant, sipp.gateway)
+    response = initiate(tenant)
+    assert response.status_code == 200, response.json()
+    deadline = time.monotonic() + 10
+    while Call.objects.get().status != "in-progress" and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    assert agent.stop() == 0
+
+    call = Call.objects.get()
+    assert (call.status, call.end_reason) == ("completed", "agent shut down (BYE sent)")
+    verdict = sipp.verdict()
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)
