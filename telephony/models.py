@@ -160,6 +160,8 @@ class SipTrunk(models.Model):
         return f"{self.name} ({self.gateway})"
 
     def clean(self) -> None:
+        if not self.gateway:
+            return  # the field's own "cannot be blank" says it
         try:
             parse_gateway(self.gateway)
         except ValueError as exc:

@@ -32,6 +32,9 @@ from telephony.states import CallState
 logger = logging.getLogger(__name__)
 
 MAX_CALLS = 4  # the wheel's compile-time PJSUA_MAX_CALLS: a fifth makeCall fails
+# PJSUA_MAX_ACC: a ninth account is not an error but a C assert that kills the process, so the
+# agent counts its accounts (one per INVITE, for its From) and never asks for a ninth.
+MAX_ACCOUNTS = 8
 PJ_ETOOMANY = 70010
 # Trunk-level failures: the next trunk may well succeed where this one could not.
 FAILOVER_CODES = frozenset({408, 500, 502, 503, 504})
@@ -160,6 +163,7 @@ class SipAgent:
         self._owner: threading.Thread | None = None
         self._ep: pj.Endpoint | None = None
         self._transports: dict[str, int] = {}
+        self._accounts = 0
 
     # ---- any thread -------------------------------------------------------------------------
 
@@ -274,6 +278,9 @@ class SipAgent:
                 future.set_exception(exc)
 
     def _account(self, dial: _Dial) -> pj.Account:
+        self._release_ended()
+        if self._accounts >= MAX_ACCOUNTS:
+            raise AgentFull()
         trunk = dial.trunk
         acfg = pj.AccountConfig()
         acfg.idUri = trunk.uri(format_number(dial.request.from_number, trunk.caller_id_format))
@@ -292,6 +299,7 @@ class SipAgent:
         # A SIP-level session keep-alive is the trunk's business; ours is the time limit.
         account = pj.Account()
         account.create(acfg)
+        self._accounts += 1
         return account
 
     def _invite(self, dial: _Dial) -> _Leg:
@@ -505,6 +513,7 @@ class SipAgent:
         del leg
         if account is not None:
             account.shutdown()
+            self._accounts -= 1
 
     def _shutdown(self) -> None:
         """Hang up what we hold, wait briefly for the far ends, and report every call's end."""
