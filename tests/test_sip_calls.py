@@ -3,10 +3,14 @@ carrier, all on 127.0.0.1. SIPp's exit code and error log are part of every verd
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
+from rest_framework.test import APIClient
 
 from billing.models import Balance
 from billing.services import HoldQuote
@@ -475,3 +479,45 @@ def test_sigterm_hangs_up_an_answered_call_and_records_it(
     assert (verdict.exit_code, verdict.errors) == (0, "")
     assert held(tenant) == 0
     assert_money_consistent(tenant.organization)
+
+
+def test_an_organization_without_an_enabled_trunk_gets_a_502(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path
+) -> None:
+    sip_number(tenant, f"127.0.0.1:{SIPP_PORTS[0]}")
+    tenant.organization.sip_trunks.update(enabled=False)
+
+    response = initiate(tenant)
+
+    assert response.status_code == 502
+    assert response.json() == {"detail": "The organization has no enabled SIP trunk."}
+    call = Call.objects.get()
+    assert (call.status, call.call_sid, call.cost_cents) == ("failed", "", 0)
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)
+
+
+def test_the_demo_sip_number_places_a_real_call(
+    transactional_db, agent, sipp_cleanup, tmp_path: Path
+) -> None:
+    sipp = start_sipp(sipp_cleanup, tmp_path, "uas_answer_then_bye.xml")
+    out = io.StringIO()
+    call_command("seed_demo", "--json", "--sip-gateway", sipp.gateway, stdout=out)
+    demo = json.loads(out.getvalue())
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {demo['api_key']}")
+
+    response = client.post(
+        "/calls/initiate",
+        {"from_phone_number": demo["sip_phone_number"], "to_phone_number": TO},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.json()
+    call = wait_until_final(response.json()["call_id"])
+    verdict = sipp.verdict()
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    assert demo["sip_phone_number"] == "+15551234570"
+    assert (call.status, call.provider, call.cost_cents) == ("completed", "sip", 1)
+    assert call.welcome_message == "Hello, Acme calling over our own SIP trunk."
+    assert_money_consistent(call.organization)

@@ -5,6 +5,8 @@ The calls themselves, with a real agent and SIPp, are in test_sip_calls.py.
 
 from __future__ import annotations
 
+import io
+import json
 import socket
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import threading
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from billing.models import Balance
@@ -256,3 +259,26 @@ def test_web_code_never_loads_the_sip_stack() -> None:
     )
 
     assert result.stdout.strip() == "False"
+
+
+def test_the_demo_refuses_a_malformed_sip_gateway(db) -> None:
+    with pytest.raises(CommandError, match=r"--sip-gateway: Write the gateway as host\[:port\]"):
+        call_command("seed_demo", "--json", "--sip-gateway", "not a host")
+
+    assert not SipTrunk.objects.exists()
+
+
+def test_the_demo_gives_acme_a_sip_number_on_a_trunk(db) -> None:
+    out = io.StringIO()
+
+    call_command("seed_demo", "--json", "--sip-gateway", "127.0.0.1:25060", stdout=out)
+
+    demo = json.loads(out.getvalue())
+    trunk = SipTrunk.objects.get()
+    number = trunk.organization.phone_numbers.get(number=demo["sip_phone_number"])
+    assert (trunk.organization.name, trunk.gateway, trunk.enabled) == (
+        "Acme",
+        "127.0.0.1:25060",
+        True,
+    )
+    assert (number.provider, number.assistant.name) == ("sip", "Acme SIP")
