@@ -21,3 +21,8 @@ def sip_trunks_for_organization(*, organization_id: int) -> list[SipTrunk]:
             "priority", "id"
         )
     )
+
+
+def sip_trunks_registering() -> list[SipTrunk]:
+    """Every enabled trunk that asks to be registered, whoever owns it (for the SIP agents)."""
+    return list(SipTrunk.objects.filter(enabled=True, registers=True).order_by("priority", "id"))

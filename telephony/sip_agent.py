@@ -35,6 +35,9 @@ MAX_CALLS = 4  # the wheel's compile-time PJSUA_MAX_CALLS: a fifth makeCall fail
 # PJSUA_MAX_ACC: a ninth account is not an error but a C assert that kills the process, so the
 # agent counts its accounts (one per INVITE, for its From) and never asks for a ninth.
 MAX_ACCOUNTS = 8
+# Accounts left for trunks that register once every call slot has its own.
+MAX_REGISTRATIONS = MAX_ACCOUNTS - MAX_CALLS
+REGISTRATION_SECONDS = 300
 PJ_ETOOMANY = 70010
 # Trunk-level failures: the next trunk may well succeed where this one could not.
 FAILOVER_CODES = frozenset({408, 500, 502, 503, 504})
@@ -135,6 +138,20 @@ class _Dial:
         return self.request.trunks[self.trunk_index]
 
 
+class _Registration(pj.Account):
+    """A trunk's REGISTER binding, refreshed by PJSIP for as long as the account lives."""
+
+    def __init__(self, trunk: TrunkTarget) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.state = ""
+
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        self.state = f"{prm.code} {prm.reason}".strip()
+        log = logger.info if 200 <= prm.code < 300 else logger.warning
+        log("trunk %s: REGISTER %s", self.trunk.name, self.state)
+
+
 class SipAgent:
     def __init__(
         self,
@@ -164,6 +181,7 @@ class SipAgent:
         self._ep: pj.Endpoint | None = None
         self._transports: dict[str, int] = {}
         self._accounts = 0
+        self._registrations: dict[int, _Registration] = {}
 
     # ---- any thread -------------------------------------------------------------------------
 
@@ -262,6 +280,35 @@ class SipAgent:
         self._hang_up(dial, reason)
         return True
 
+    def sync_registrations(self, trunks: tuple[TrunkTarget, ...]) -> dict[str, str]:
+        """Register exactly these trunks (new or changed ones afresh); returns their states."""
+        wanted = {trunk.id: trunk for trunk in trunks[:MAX_REGISTRATIONS]}
+        if len(trunks) > MAX_REGISTRATIONS:
+            logger.warning(
+                "only %s registering trunks per agent; not registering %s",
+                MAX_REGISTRATIONS,
+                ", ".join(t.name for t in trunks[MAX_REGISTRATIONS:]),
+            )
+        for trunk_id, registration in list(self._registrations.items()):
+            if wanted.get(trunk_id) != registration.trunk:
+                del self._registrations[trunk_id]
+                registration.shutdown()  # sends the un-REGISTER
+                self._accounts -= 1
+        for trunk_id, trunk in wanted.items():
+            if trunk_id in self._registrations or self._accounts >= MAX_ACCOUNTS:
+                continue
+            registration = _Registration(trunk)
+            acfg = self._account_config(trunk, trunk.username or "burki")
+            host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
+            port = f":{trunk.port}" if trunk.port else ""
+            suffix = ";transport=tcp" if trunk.transport == "tcp" else ""
+            acfg.regConfig.registrarUri = f"sip:{host}{port}{suffix}"
+            acfg.regConfig.timeoutSec = REGISTRATION_SECONDS
+            registration.create(acfg)
+            self._accounts += 1
+            self._registrations[trunk_id] = registration
+        return {r.trunk.name: r.state for r in self._registrations.values()}
+
     # ---- internals (owner thread) -----------------------------------------------------------
 
     def _drain_commands(self) -> None:
@@ -282,9 +329,19 @@ class SipAgent:
         if self._accounts >= MAX_ACCOUNTS:
             raise AgentFull()
         trunk = dial.trunk
+        acfg = self._account_config(
+            trunk, format_number(dial.request.from_number, trunk.caller_id_format)
+        )
+        # A SIP-level session keep-alive is the trunk's business; ours is the time limit.
+        account = pj.Account()
+        account.create(acfg)
+        self._accounts += 1
+        return account
+
+    def _account_config(self, trunk: TrunkTarget, user: str) -> pj.AccountConfig:
         acfg = pj.AccountConfig()
-        acfg.idUri = trunk.uri(format_number(dial.request.from_number, trunk.caller_id_format))
-        acfg.regConfig.registrarUri = ""  # outbound calls need no registration
+        acfg.idUri = trunk.uri(user)
+        acfg.regConfig.registrarUri = ""  # calls go out without one; see sync_registrations
         acfg.sipConfig.transportId = self._transports[trunk.transport]
         if trunk.username:
             acfg.sipConfig.authCreds.append(
@@ -296,11 +353,7 @@ class SipAgent:
             acfg.mediaConfig.transportConfig.boundAddress = self._sip_host
         if self._public_host:
             acfg.mediaConfig.transportConfig.publicAddress = self._public_host
-        # A SIP-level session keep-alive is the trunk's business; ours is the time limit.
-        account = pj.Account()
-        account.create(acfg)
-        self._accounts += 1
-        return account
+        return acfg
 
     def _invite(self, dial: _Dial) -> _Leg:
         trunk = dial.trunk
@@ -530,6 +583,7 @@ class SipAgent:
             self._record_unconfirmed_end(self._dials[call_id])
         self._ended.extend(self._legs)
         self._release_ended()
+        self.sync_registrations(())
         # No local name may keep a Call alive past libDestroy: freeing it then aborts.
         gc.collect()
         self._ep.libDestroy()

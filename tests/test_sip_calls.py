@@ -521,3 +521,24 @@ def test_the_demo_sip_number_places_a_real_call(
     assert (call.status, call.provider, call.cost_cents) == ("completed", "sip", 1)
     assert call.welcome_message == "Hello, Acme calling over our own SIP trunk."
     assert_money_consistent(call.organization)
+
+
+def test_a_trunk_that_registers_is_registered_with_digest_when_the_agent_starts(
+    tenant: Tenant, sip_settings, sipp_cleanup, tmp_path: Path
+) -> None:
+    sipp = start_sipp(
+        sipp_cleanup,
+        tmp_path,
+        "uas_register.xml",
+        extra=("-inf", str(Path(__file__).parent / "sipp" / "trunk_credentials.csv")),
+    )
+    sip_number(tenant, sipp.gateway, username="alice", password="s3cret", registers=True)
+
+    agent = AgentProcess(tmp_path / "agent.log")
+    verdict = sipp.verdict()
+
+    assert agent.stop() == 0
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    assert f"REGISTER sip:127.0.0.1:{SIPP_PORTS[0]} SIP/2.0" in verdict.messages
+    assert 'Authorization: Digest username="alice", realm="trunk.test"' in verdict.messages
+    assert "trunk A: REGISTER 200 OK" in agent.output()

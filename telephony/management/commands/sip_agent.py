@@ -13,6 +13,7 @@ import logging
 import queue
 import signal
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -22,19 +23,20 @@ from django.db import close_old_connections, connection
 from calls.models import Call
 from calls.services import call_apply_event
 from telephony import sip_control
+from telephony.models import SipTrunk
 from telephony.providers.base import StatusEvent
-from telephony.selectors import sip_trunks_for_organization
+from telephony.selectors import sip_trunks_for_organization, sip_trunks_registering
 from telephony.sip_numbers import parse_gateway
 from telephony.states import CallState
 
 logger = logging.getLogger("telephony.sip_agent")
 
 
-def _trunk_targets(organization_id: int) -> tuple[Any, ...]:
+def _trunk_targets(trunks: Iterable[SipTrunk]) -> tuple[Any, ...]:
     from telephony.sip_agent import TrunkTarget
 
     targets = []
-    for trunk in sip_trunks_for_organization(organization_id=organization_id):
+    for trunk in trunks:
         host, port = parse_gateway(trunk.gateway)
         targets.append(
             TrunkTarget(
@@ -91,6 +93,21 @@ class Reporter:
         self.thread.join(timeout=30)
 
 
+def keep_registrations(agent: Any, stop: threading.Event, interval: float) -> None:
+    """Register the trunks that ask for it, picking up admin changes every `interval` s."""
+    while True:
+        try:
+            targets = _trunk_targets(sip_trunks_registering())
+            agent.submit(lambda targets=targets: agent.sync_registrations(targets))
+        except Exception:
+            logger.exception("reading the registering trunks failed")
+        finally:
+            close_old_connections()
+        if stop.wait(interval):
+            connection.close()
+            return
+
+
 class Command(BaseCommand):
     help = (
         "Run a SIP agent: owns the SIP stack, dials BYO SIP trunk calls on request from web "
@@ -109,6 +126,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--public-host", default="", help="Address to advertise (NAT).")
         parser.add_argument("--rtp-port", type=int, default=4000, help="First RTP port.")
+        parser.add_argument(
+            "--registration-refresh",
+            type=float,
+            default=60.0,
+            help="Seconds between re-reading which trunks register.",
+        )
         parser.add_argument(
             "--pjsip-log-level", type=int, default=1, help="PJSIP's own log level (0-6)."
         )
@@ -143,6 +166,12 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot listen on {options['control']}: {exc}") from exc
         reporter.thread.start()
         server.start()
+        threading.Thread(
+            target=keep_registrations,
+            args=(agent, stop, options["registration_refresh"]),
+            name="sip-registrations",
+            daemon=True,
+        ).start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
         self.stdout.write(
@@ -193,7 +222,7 @@ class Command(BaseCommand):
         ).first()
         if call is None:
             return {"ok": False, "error": "unknown_call", "detail": "No such call to place."}
-        trunks = _trunk_targets(call.organization_id)
+        trunks = _trunk_targets(sip_trunks_for_organization(organization_id=call.organization_id))
         if not trunks:
             detail = "The organization has no enabled SIP trunk."
             return {"ok": False, "error": "no_trunk", "detail": detail}
