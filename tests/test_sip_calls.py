@@ -542,3 +542,22 @@ def test_a_trunk_that_registers_is_registered_with_digest_when_the_agent_starts(
     assert f"REGISTER sip:127.0.0.1:{SIPP_PORTS[0]} SIP/2.0" in verdict.messages
     assert 'Authorization: Digest username="alice", realm="trunk.test"' in verdict.messages
     assert "trunk A: REGISTER 200 OK" in agent.output()
+
+
+def test_a_tcp_trunk_carries_the_call_over_tcp(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path
+) -> None:
+    sipp = start_sipp(sipp_cleanup, tmp_path, "uas_answer_then_bye.xml", extra=("-t", "t1"))
+    sip_number(tenant, sipp.gateway, transport="tcp")
+
+    response = initiate(tenant)
+
+    assert response.status_code == 200, response.json()
+    call = wait_until_final(response.json()["call_id"])
+    verdict = sipp.verdict()
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    (invite,) = sent_invites(verdict.messages)
+    assert invite.startswith(f"INVITE sip:{TO}@127.0.0.1:{SIPP_PORTS[0]};transport=tcp SIP/2.0")
+    assert "\nVia: SIP/2.0/TCP 127.0.0.1:" in invite
+    assert "TCP message received" in verdict.messages
+    assert (call.status, call.end_reason) == ("completed", "callee hung up (BYE)")
