@@ -112,7 +112,7 @@ def held(tenant: Tenant) -> int:
 def test_an_answered_call_is_recorded_from_invite_to_bye_and_settled(
     tenant: Tenant, agent, sipp_cleanup, tmp_path: Path
 ) -> None:
-    sipp = start_sipp(sipp_cleanup, tmp_path, "uas_answer_then_bye.xml")
+    sipp = start_sipp(sipp_cleanup, tmp_path, "uas_answer_then_bye.xml", extra=("-rtp_echo",))
     sip_number(tenant, sipp.gateway)
 
     response = initiate(tenant)
@@ -165,7 +165,8 @@ def test_an_answered_call_is_recorded_from_invite_to_bye_and_settled(
             "sip_reason": "Normal call clearing",
         }
     ]
-    assert ended["rtp"]["packets_sent"] > 0
+    # RTP flowed both ways: our silence out, SIPp's echo of it back in.
+    assert ended["rtp"]["packets_sent"] > 10 and ended["rtp"]["packets_received"] > 10
 
 
 def test_digest_authentication_answers_the_401_challenge(
