@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 from billing.models import Balance
 from billing.services import HoldQuote
 from calls.models import Call
+from telephony import sip_control
 from tests.conftest import Tenant, assert_money_consistent, make_tenant
 from tests.factories import AssistantFactory, PhoneNumberFactory, SipTrunkFactory
 from tests.sip_harness import (
@@ -562,3 +563,30 @@ def test_a_tcp_trunk_carries_the_call_over_tcp(
     assert "\nVia: SIP/2.0/TCP 127.0.0.1:" in invite
     assert "TCP message received" in verdict.messages
     assert (call.status, call.end_reason) == ("completed", "callee hung up (BYE)")
+
+
+def test_a_hang_up_request_cancels_a_ringing_call(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path
+) -> None:
+    sipp = start_sipp(sipp_cleanup, tmp_path, "uas_ring_until_cancel.xml")
+    sip_number(tenant, sipp.gateway)
+    call_id = initiate(tenant).json()["call_id"]
+    deadline = time.monotonic() + 10
+    while Call.objects.get().status != "ringing" and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    answer = sip_control.request(
+        f"127.0.0.1:{AGENT_CONTROL_PORT}", {"op": "hangup", "call_id": call_id}, timeout=5
+    )
+
+    assert answer == {"ok": True}
+    call = wait_until_final(call_id)
+    verdict = sipp.verdict()
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    assert (call.status, call.end_reason, call.cost_cents) == (
+        "canceled",
+        "hung up on request (CANCEL sent)",
+        0,
+    )
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)
