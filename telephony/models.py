@@ -113,8 +113,8 @@ class SipTrunk(models.Model):
     """An organization's own carrier or PBX, reached by the SIP agent (`manage.py sip_agent`).
 
     Numbers with provider `sip` dial through their organization's enabled trunks, lowest priority
-    first, moving to the next trunk on a trunk-level failure (408/500/502/503/504, no answer from
-    the gateway at all, a transport error) before anyone's phone rang.
+    first, moving to the next trunk on a trunk-level failure (408/500/502/503/504, no response
+    from the gateway at all, a transport error) before anyone's phone rang.
     """
 
     class Transport(models.TextChoices):

@@ -118,6 +118,12 @@ class _Leg(pj.Call):
         if self.agent is not None:
             self.agent._leg_media(self)
 
+    def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
+        # A 100 Trying moves no INVITE-session state, but it proves the gateway is alive.
+        tsx = prm.e.body.tsxState.tsx
+        if self.dial is not None and tsx.method == "INVITE" and tsx.statusCode >= 100:
+            self.dial.responded = True
+
 
 @dataclass(eq=False)
 class _Dial:
@@ -132,6 +138,9 @@ class _Dial:
     deadline: float = 0.0
     hangup_reason: str = ""
     hangup_state: str = ""
+    responded: bool = False  # any response at all to this attempt's INVITE
+    response_deadline: float = 0.0
+    no_response: bool = False
 
     @property
     def trunk(self) -> TrunkTarget:
@@ -162,6 +171,7 @@ class SipAgent:
         rtp_port: int = 4000,
         public_host: str = "",
         log_level: int = 1,
+        trunk_response_timeout: float = 5.0,
     ) -> None:
         self._report = report
         self._sip_host = sip_host
@@ -169,6 +179,7 @@ class SipAgent:
         self._rtp_port = rtp_port
         self._public_host = public_host
         self._log_level = log_level
+        self._trunk_response_timeout = trunk_response_timeout
         self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
             queue.SimpleQueue()
         )
@@ -373,7 +384,10 @@ class SipAgent:
             raise
         leg.sip_call_id = leg.getInfo().callIdString
         dial.attempts.append(Attempt(trunk.name, leg.sip_call_id))
-        dial.deadline = time.monotonic() + dial.request.ring_timeout_seconds
+        now = time.monotonic()
+        dial.deadline = now + dial.request.ring_timeout_seconds
+        dial.responded = dial.no_response = False
+        dial.response_deadline = now + self._trunk_response_timeout
         logger.info(
             "call %s: INVITE %s via trunk %s (Call-ID %s)",
             dial.request.call_id,
@@ -407,11 +421,14 @@ class SipAgent:
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             leg.disconnected = True
             self._ended.append(leg)
+            code, reason = info.lastStatusCode, info.lastReason
+            if dial.no_response:
+                code, reason = 408, f"No response within {self._trunk_response_timeout:g} s"
             attempt = dial.attempts[-1] if dial.attempts else Attempt(dial.trunk.name)
-            attempt.sip_status = info.lastStatusCode
-            attempt.sip_reason = info.lastReason
+            attempt.sip_status = code
+            attempt.sip_reason = reason
             duration = info.connectDuration.sec + (1 if info.connectDuration.msec >= 500 else 0)
-            self._after_disconnect(dial, leg, info.lastStatusCode, info.lastReason, duration)
+            self._after_disconnect(dial, leg, code, reason, duration)
 
     def _leg_media(self, leg: _Leg) -> None:
         # Keep RTP flowing both ways: the null device's silence goes out, what comes in is
@@ -536,6 +553,20 @@ class SipAgent:
                 continue
             if dial.answered_at is not None:
                 self._sample_rtp(leg)
+            if (
+                not dial.responded
+                and not dial.no_response
+                and not dial.hangup_reason
+                and now >= dial.response_deadline
+            ):
+                # Silence from the gateway (down, firewalled, wrong port): PJSIP itself would
+                # wait out Timer B (32 s). Give up on this trunk now and let failover decide.
+                dial.no_response = True
+                try:
+                    leg.hangup(pj.CallOpParam())
+                except pj.Error as exc:
+                    logger.warning("call %s: hang-up failed: %s", dial.request.call_id, exc.reason)
+                continue
             if dial.hangup_reason or now < dial.deadline:
                 continue
             if dial.answered_at is None:

@@ -590,3 +590,57 @@ def test_a_hang_up_request_cancels_a_ringing_call(
     )
     assert held(tenant) == 0
     assert_money_consistent(tenant.organization)
+
+
+def test_a_silent_gateway_is_given_up_after_the_response_time_out(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path
+) -> None:
+    up = start_sipp(sipp_cleanup, tmp_path, "uas_answer_then_bye.xml", port=SIPP_PORTS[1])
+    sip_number(tenant, "127.0.0.1:25190", up.gateway)  # nothing listens on 25190
+
+    started = time.monotonic()
+    response = initiate(tenant)
+
+    assert response.status_code == 200, response.json()
+    call = wait_until_final(response.json()["call_id"])
+    assert 2.5 <= time.monotonic() - started < 6  # 1.5 s of silence, then a 1 s call
+    verdict = up.verdict()
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    attempts = call.events.get(status="completed").detail["attempts"]
+    assert [(a["trunk"], a["sip_status"], a["sip_reason"]) for a in attempts] == [
+        ("trunk A", 408, "No response within 1.5 s"),
+        ("trunk B", 200, "Normal call clearing"),
+    ]
+    assert (call.status, call.call_sid) == ("completed", attempts[0]["sip_call_id"])
+
+
+def test_a_gateway_that_sends_100_trying_is_waited_for(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path
+) -> None:
+    slow = start_sipp(sipp_cleanup, tmp_path, "uas_slow_trying.xml")
+    sip_number(tenant, slow.gateway)
+
+    response = initiate(tenant)
+
+    assert response.status_code == 200, response.json()
+    call = wait_until_final(response.json()["call_id"])
+    verdict = slow.verdict()
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    assert (call.status, call.end_reason) == ("completed", "callee hung up (BYE)")
+    assert len(call.events.get(status="completed").detail["attempts"]) == 1
+
+
+def test_a_silent_gateway_alone_fails_the_call(tenant: Tenant, agent) -> None:
+    sip_number(tenant, "127.0.0.1:25190")
+
+    response = initiate(tenant)
+
+    assert response.status_code == 200, response.json()
+    call = wait_until_final(response.json()["call_id"])
+    assert (call.status, call.end_reason, call.cost_cents) == (
+        "failed",
+        "408 No response within 1.5 s",
+        0,
+    )
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)

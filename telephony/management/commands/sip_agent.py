@@ -127,6 +127,12 @@ class Command(BaseCommand):
         parser.add_argument("--public-host", default="", help="Address to advertise (NAT).")
         parser.add_argument("--rtp-port", type=int, default=4000, help="First RTP port.")
         parser.add_argument(
+            "--trunk-response-timeout",
+            type=float,
+            default=5.0,
+            help="Seconds to wait for any answer from a trunk before trying the next one.",
+        )
+        parser.add_argument(
             "--registration-refresh",
             type=float,
             default=60.0,
@@ -153,6 +159,7 @@ class Command(BaseCommand):
             rtp_port=options["rtp_port"],
             public_host=options["public_host"],
             log_level=options["pjsip_log_level"],
+            trunk_response_timeout=options["trunk_response_timeout"],
         )
         reporter.agent = agent
         agent.start()
