@@ -644,3 +644,20 @@ def test_a_silent_gateway_alone_fails_the_call(tenant: Tenant, agent) -> None:
     )
     assert held(tenant) == 0
     assert_money_consistent(tenant.organization)
+
+
+def test_an_agent_with_another_secret_places_nothing(
+    tenant: Tenant, agent, sip_settings, sipp_cleanup, tmp_path: Path
+) -> None:
+    sipp = start_sipp(sipp_cleanup, tmp_path, "uas_answer_then_bye.xml")
+    sip_number(tenant, sipp.gateway)
+    sip_settings.SIP_AGENT_SECRET = "not-the-agents-secret"
+
+    response = initiate(tenant)
+
+    assert response.status_code == 503
+    assert response.json() == {"detail": "No SIP agent accepted this server's credentials."}
+    assert Call.objects.get().status == "failed"
+    sipp.kill()
+    assert sent_invites(sipp.verdict().messages) == []
+    assert_money_consistent(tenant.organization)

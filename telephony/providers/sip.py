@@ -47,7 +47,7 @@ class SipProvider(Provider):
             "ring_timeout_seconds": call.ring_timeout_seconds,
             "media": json.loads(self.answer(call.context, call.media_stream_url).body),
         }
-        full = 0
+        full = refused = 0
         for address in settings.SIP_AGENTS:
             try:
                 answer = sip_control.request(
@@ -66,12 +66,20 @@ class SipProvider(Provider):
             if answer.get("error") == "full":
                 full += 1
                 continue
+            if answer.get("error") == "unauthorized":
+                logger.error("sip agent %s refused our SIP_AGENT_SECRET", address)
+                refused += 1
+                continue
             raise ProviderError(str(answer.get("detail") or "The SIP agent refused the call."))
         if full:
             raise ProviderError(
                 f"Every SIP agent is carrying its limit of {CALLS_PER_AGENT} simultaneous calls; "
                 "try again shortly.",
                 unavailable=True,
+            )
+        if refused:
+            raise ProviderError(
+                "No SIP agent accepted this server's credentials.", unavailable=True
             )
         raise ProviderError("No SIP agent is running to place the call.", unavailable=True)
 

@@ -13,12 +13,13 @@ import logging
 import queue
 import signal
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from calls.models import Call
 from calls.services import call_apply_event
@@ -30,6 +31,8 @@ from telephony.sip_numbers import parse_gateway
 from telephony.states import CallState
 
 logger = logging.getLogger("telephony.sip_agent")
+
+RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
 
 
 def _trunk_targets(trunks: Iterable[SipTrunk]) -> tuple[Any, ...]:
@@ -67,12 +70,22 @@ class Reporter:
     def _run(self) -> None:
         while (item := self.events.get()) is not None:
             call_id, event = item
-            try:
-                self._apply(call_id, event)
-            except Exception:
-                logger.exception("recording %s for call %s failed", event.state, call_id)
-            finally:
-                close_old_connections()
+            # A final event settles the money: ride out a database restart rather than lose it.
+            for delay in RETRY_DELAYS:
+                try:
+                    self._apply(call_id, event)
+                    break
+                except (OperationalError, InterfaceError) as exc:
+                    logger.warning("database unavailable (%s); retrying in %s s", exc, delay)
+                    connection.close()
+                    time.sleep(delay)
+                except Exception:
+                    logger.exception("recording %s for call %s failed", event.state, call_id)
+                    break
+                finally:
+                    close_old_connections()
+            else:
+                logger.error("gave up recording %s for call %s", event.state, call_id)
         connection.close()
 
     def _apply(self, call_id: str, event: StatusEvent) -> None:
