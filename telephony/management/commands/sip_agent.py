@@ -218,6 +218,10 @@ class Command(BaseCommand):
                 future = agent.submit(lambda: agent.live_calls)
                 return {"ok": True, "calls": future.result(timeout=5)}
             return {"ok": False, "error": "bad_request", "detail": "Unknown op."}
+        except Exception:
+            # Answer anyway: a silent agent would make the caller try the next one.
+            logger.exception("control request %s failed", payload.get("op"))
+            return {"ok": False, "error": "internal", "detail": "The SIP agent failed."}
         finally:
             connection.close()
 
