@@ -22,7 +22,7 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["name", "rate_cents_per_minute", "created_at"]
+    list_display = ["name", "rate_cents_per_minute", "max_concurrent_calls", "created_at"]
     search_fields = ["name"]
     inlines = [ApiKeyInline]
     actions = ["create_api_key"]

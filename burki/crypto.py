@@ -13,9 +13,13 @@ from functools import cache
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.db import models
+from django.db.models.functions import Cast
+from django.dispatch import receiver
 
 
 @cache
@@ -31,6 +35,12 @@ def _fernet() -> MultiFernet:
         raise ImproperlyConfigured(
             "FIELD_ENCRYPTION_KEYS must be url-safe base64 Fernet keys."
         ) from exc
+
+
+@receiver(setting_changed)
+def _forget_keys(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("FIELD_ENCRYPTION_KEYS", "SECRET_KEY"):
+        _fernet.cache_clear()
 
 
 def encrypt(plaintext: str) -> str:
@@ -66,6 +76,29 @@ class EncryptedJSONField(models.TextField):
 
     def get_prep_value(self, value: Any) -> str:
         return encrypt(json.dumps(value or {}, sort_keys=True))
+
+
+def secrets_rotate() -> int:
+    """Re-encrypt every stored secret with the first key of FIELD_ENCRYPTION_KEYS; returns how
+    many. Once it has run, keys after the first can be removed.
+
+    Works on the stored tokens (never decrypting into Python objects), and writes a row only if
+    its token is still the one read, so a secret changed meanwhile is not overwritten.
+    """
+    rotated = 0
+    for model in apps.get_models():
+        for field in model._meta.concrete_fields:
+            if not isinstance(field, (EncryptedJSONField, EncryptedTextField)):
+                continue
+            rows = model._base_manager.annotate(
+                token=Cast(field.attname, output_field=models.TextField())
+            )
+            for pk, token in rows.exclude(token="").values_list("pk", "token").iterator():
+                if token is None:
+                    continue
+                fresh = models.Value(rotate(token), output_field=models.TextField())
+                rotated += rows.filter(pk=pk, token=token).update(**{field.attname: fresh})
+    return rotated
 
 
 class EncryptedTextField(models.TextField):

@@ -10,6 +10,10 @@ class Organization(models.Model):
     name = models.CharField(max_length=200, unique=True)
     # Overrides CALL_RATE_CENTS_PER_MINUTE for this organization when set.
     rate_cents_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    # Overrides MAX_CONCURRENT_CALLS for this organization when set.
+    max_concurrent_calls = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Calls in progress at once; empty: the default."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -28,6 +32,12 @@ class Organization(models.Model):
     @property
     def effective_rate_cents_per_minute(self) -> int:
         return self.rate_cents_per_minute or settings.CALL_RATE_CENTS_PER_MINUTE
+
+    @property
+    def effective_max_concurrent_calls(self) -> int:
+        if self.max_concurrent_calls is not None:
+            return self.max_concurrent_calls
+        return settings.MAX_CONCURRENT_CALLS
 
 
 class ApiKey(models.Model):

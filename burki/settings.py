@@ -43,6 +43,25 @@ CALL_RING_TIMEOUT_SECONDS = env.int("CALL_RING_TIMEOUT_SECONDS", default=30)
 # How long we wait for a provider's REST API when placing a call.
 PROVIDER_TIMEOUT_SECONDS = env.float("PROVIDER_TIMEOUT_SECONDS", default=10.0)
 
+# Safety limits. A call over an organization's cap of simultaneous calls is refused (429);
+# Organization.max_concurrent_calls overrides the default.
+MAX_CONCURRENT_CALLS = env.int("MAX_CONCURRENT_CALLS", default=10)
+# Idempotency-Key on POST /calls/initiate: how long a key and its answer are kept, and after how
+# long a request that claimed a key and never finished (a killed worker) is treated as dead.
+IDEMPOTENCY_KEY_TTL_SECONDS = env.int("IDEMPOTENCY_KEY_TTL_SECONDS", default=24 * 60 * 60)
+IDEMPOTENCY_STALE_SECONDS = env.int("IDEMPOTENCY_STALE_SECONDS", default=120)
+# `reconcile_calls` leaves a queued call alone for this long: its request may still be running.
+CALL_RECONCILE_GRACE_SECONDS = env.int("CALL_RECONCILE_GRACE_SECONDS", default=120)
+
+# Throttling per API key; counters live in the cache, so point CACHE_URL (or REDIS_URL) at Redis
+# to make the limits hold across processes and machines.
+_cache_url = env.str("CACHE_URL", default="") or env.str("REDIS_URL", default="")
+CACHES = {
+    "default": env.cache_url_config(_cache_url)
+    if _cache_url
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+
 # BYO SIP trunks: `manage.py sip_agent` processes own the SIP stack. Web workers reach them on
 # these loopback control addresses (one per agent process; each carries at most 4 calls) and
 # prove themselves with SIP_AGENT_SECRET (derived from SECRET_KEY when unset).
@@ -135,6 +154,11 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "burki.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_CLASSES": ["burki.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "api_key": env.str("API_THROTTLE_RATE", default="600/min"),
+        "initiate": env.str("INITIATE_THROTTLE_RATE", default="120/min"),
+    },
 }
 
 LOGGING = {

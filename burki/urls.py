@@ -7,6 +7,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("health", health, name="health"),
     path("", include("calls.urls")),
+    path("", include("billing.urls")),
 ]
 
 handler400 = "burki.exceptions.json_bad_request"

@@ -11,6 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from burki.throttling import ApiKeyRateThrottle, InitiateRateThrottle
+from calls import idempotency
 from calls.models import Call, CallEvent
 from calls.permissions import AssistantBelongsToOrganization, FromNumberBelongsToOrganization
 from calls.selectors import call_for_organization, calls_for_organization
@@ -36,6 +38,7 @@ class InitiateCallApi(APIView):
         FromNumberBelongsToOrganization,
         AssistantBelongsToOrganization,
     ]
+    throttle_classes = [ApiKeyRateThrottle, InitiateRateThrottle]
 
     class InputSerializer(serializers.Serializer):
         from_phone_number = E164Field(error_messages=e164_messages("from_phone_number"))
@@ -94,6 +97,35 @@ class InitiateCallApi(APIView):
 
     def post(self, request: Request) -> Response:
         data = self.validated_input(request)
+        raw_key = request.headers.get(idempotency.HEADER)
+        if raw_key is None:
+            return self.initiate(request, data)
+        claimed = idempotency.idempotency_key_claim(
+            organization_id=request.auth.organization_id,
+            key=idempotency.idempotency_key_parse(raw_key),
+            fingerprint=idempotency.request_fingerprint(data),
+        )
+        if isinstance(claimed, idempotency.Replay):
+            return Response(
+                claimed.body, status=claimed.status, headers={"Idempotent-Replayed": "true"}
+            )
+        try:
+            response = self.initiate(request, data, idempotency_key_id=claimed.pk)
+        except Exception as exc:
+            try:
+                response = self.handle_exception(exc)  # shaped as the client will see it
+            except Exception:
+                body = {"detail": "Internal server error."}
+                idempotency.idempotency_key_finish(record=claimed, status=500, body=body)
+                raise
+        idempotency.idempotency_key_finish(
+            record=claimed, status=response.status_code, body=response.data
+        )
+        return response
+
+    def initiate(
+        self, request: Request, data: dict[str, Any], idempotency_key_id: int | None = None
+    ) -> Response:
         call = call_initiate(
             organization=request.auth.organization,
             phone_number=self.phone_number,
@@ -102,6 +134,7 @@ class InitiateCallApi(APIView):
             welcome_message=data.get("welcome_message"),
             agenda=data.get("agenda"),
             variables=data.get("variables"),
+            idempotency_key_id=idempotency_key_id,
         )
         return Response(
             {
@@ -183,7 +216,8 @@ class CallListApi(APIView):
             status=filters.validated_data.get("status"),
         )
         paginator = CallPagination()
-        page = paginator.paginate_queryset(calls, request, view=self)
+        page = paginator.paginate_queryset(calls, request, view=self) or []
+        page = [call_advance_simulated(call=call) for call in page]
         return paginator.get_paginated_response(CallOutputSerializer(page, many=True).data)
 
 

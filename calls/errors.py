@@ -33,3 +33,16 @@ class AssistantInactive(ApiError):
 
     def __init__(self, assistant_id: int) -> None:
         super().__init__(f"Assistant {assistant_id} is not active")
+
+
+class TooManyConcurrentCalls(ApiError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "too_many_concurrent_calls"
+    # Sent as Retry-After by DRF's handler: calls end every few seconds in a busy organization.
+    wait = 5
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Too many simultaneous calls: your organization's limit is {limit}. "
+            "Try again when a call has ended."
+        )

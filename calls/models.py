@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 from telephony.states import FINAL_STATES, CallState
@@ -90,3 +91,44 @@ class CallEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.call_id}: {self.status}"
+
+
+class IdempotencyKey(models.Model):
+    """A client's `Idempotency-Key` on POST /calls/initiate, and the answer it got.
+
+    The unique constraint is the lock: the first request to insert the row owns the key; any
+    other request with the same key finds the row and gets the stored answer, a 409 while the
+    first is still running, or a 422 when its body differs.
+    """
+
+    class Status(models.TextChoices):
+        IN_FLIGHT = "in_flight", "In flight"
+        DONE = "done", "Done"
+
+    organization = models.ForeignKey(
+        "burki.Organization", on_delete=models.CASCADE, related_name="idempotency_keys"
+    )
+    key = models.CharField(max_length=255)
+    # SHA-256 of the canonical JSON of the validated request.
+    fingerprint = models.CharField(max_length=64)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.IN_FLIGHT)
+    # The call this request recorded (set in the same transaction), so a request that died
+    # half-way can still be answered from what really happened.
+    call = models.ForeignKey(
+        Call, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "key"], name="idempotency_key_unique_per_org"
+            )
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="idempotency_key_expires")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status})"

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Coalesce, NullIf
 from django.urls import reverse
@@ -32,12 +33,20 @@ from burki.exceptions import (
     ProviderUnavailable,
 )
 from burki.models import Organization
-from calls.errors import AssistantInactive, NoAssistantFound
-from calls.models import Call, CallEvent
+from calls.errors import AssistantInactive, NoAssistantFound, TooManyConcurrentCalls
+from calls.models import Call, CallEvent, IdempotencyKey
+from calls.selectors import calls_in_progress
 from calls.templating import Scalar, TemplateError, render
 from telephony.models import PhoneNumber
 from telephony.providers import get_provider
-from telephony.providers.base import Account, CallContext, OutboundCall, ProviderError, StatusEvent
+from telephony.providers.base import (
+    Account,
+    CallContext,
+    OutboundCall,
+    PlacedCallQuery,
+    ProviderError,
+    StatusEvent,
+)
 from telephony.states import FINAL_STATES, CallState, states_before
 
 logger = logging.getLogger(__name__)
@@ -96,11 +105,13 @@ def call_initiate(
     welcome_message: str | None = None,
     agenda: str | None = None,
     variables: Mapping[str, Scalar] | None = None,
+    idempotency_key_id: int | None = None,
 ) -> Call:
     """Hold the money, record the call, then ask the provider to dial.
 
     `phone_number` and `assistant_override` must already be known to be the organization's
-    (calls.selectors.caller_phone_number / caller_assistant).
+    (calls.selectors.caller_phone_number / caller_assistant). `idempotency_key_id`, when given,
+    is linked to the call in the same transaction that records it.
     """
     variables = dict(variables or {})
     resolution = call_resolve_assistant(
@@ -121,6 +132,11 @@ def call_initiate(
         balance = balance_lock(organization_id=organization.pk)
         if balance is None:
             raise InsufficientBalance()
+        # Counted under the Balance lock: every initiation of this organization waits here,
+        # so two requests cannot both see room for one more call.
+        limit = organization.effective_max_concurrent_calls
+        if calls_in_progress(organization_id=organization.pk) >= limit:
+            raise TooManyConcurrentCalls(limit)
         quote = hold_quote(
             available_cents=balance.available_cents,
             rate_cents_per_minute=rate,
@@ -143,6 +159,8 @@ def call_initiate(
             hold_cents=quote.hold_cents,
         )
         balance_hold(balance=balance, amount_cents=quote.hold_cents, call_id=call.pk)
+        if idempotency_key_id is not None:
+            IdempotencyKey.objects.filter(pk=idempotency_key_id).update(call=call)
 
     # The provider is asked only after the commit: never inside a transaction or a row lock.
     outbound = OutboundCall(
@@ -224,7 +242,7 @@ def call_apply_event(*, call: Call, event: StatusEvent, source: str) -> bool:
             NullIf(F("call_sid"), Value("")), Value(event.provider_call_id)
         )
     if target == CallState.IN_PROGRESS:
-        updates["answered_at"] = now
+        updates["answered_at"] = event.occurred_at or now
     charge = 0
     duration = 0
     if target in FINAL_STATES:
@@ -232,7 +250,8 @@ def call_apply_event(*, call: Call, event: StatusEvent, source: str) -> bool:
             if event.duration_seconds is not None:
                 duration = event.duration_seconds
             elif call.answered_at is not None:
-                duration = int((now - call.answered_at).total_seconds())
+                ended = event.occurred_at or now
+                duration = max(0, int((ended - call.answered_at).total_seconds()))
         duration = min(duration, call.time_limit_seconds)
         charge = min(
             cost_cents(seconds=duration, rate_cents_per_minute=call.rate_cents_per_minute),
@@ -286,3 +305,108 @@ def call_advance_simulated(*, call: Call) -> Call:
     if changed:
         call.refresh_from_db()
     return call
+
+
+@dataclass
+class ReconcileReport:
+    failed: int = 0
+    adopted: int = 0
+    left: int = 0  # the provider could not be asked now: tried again on the next run
+
+
+def _call_adopt(*, call: Call, event: StatusEvent, source: str) -> bool:
+    """Take the provider's call as ours: the request died before it could record the id."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            claimed = Call.objects.filter(pk=call.pk, status=CallState.QUEUED, call_sid="").update(
+                call_sid=event.provider_call_id,
+                status=CallState.INITIATED,
+                initiated_at=now,
+                updated_at=now,
+            )
+            if claimed:
+                CallEvent.objects.create(
+                    call_id=call.pk,
+                    status=CallState.INITIATED,
+                    source="reconcile",
+                    detail={"adopted": event.provider_call_id},
+                )
+    except IntegrityError:
+        return False  # another of our calls holds that id after all
+    if not claimed:
+        return False
+    call.call_sid, call.status, call.initiated_at = event.provider_call_id, "initiated", now
+    if CallState(event.state) != CallState.INITIATED:
+        call_apply_event(call=call, event=event, source=source)
+    return True
+
+
+def call_reconcile_stale(*, grace_seconds: int | None = None) -> ReconcileReport:
+    """Settle calls left `queued` by a request that died between recording the call and hearing
+    back from the provider (a killed worker, a crash, a deploy).
+
+    A queued call older than the grace period is looked up at its provider: if the provider
+    placed it, we adopt the provider's call (its webhooks then settle the money as usual);
+    if it did not, the call is marked failed and its hold released. A provider that offers no
+    reliable lookup gets the safe default, failed and released, and the call's error says that
+    it was not verified. While the provider cannot be asked, the call waits for the next run,
+    but never past its time limit: by then any real call has ended and the hold comes back.
+    """
+    grace = settings.CALL_RECONCILE_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    now = timezone.now()
+    report = ReconcileReport()
+    stale = (
+        Call.objects.select_related("provider_account")
+        .filter(status=CallState.QUEUED, created_at__lt=now - timedelta(seconds=grace))
+        .order_by("created_at")
+    )
+    for call in stale.iterator(chunk_size=100):
+        provider = get_provider(call.provider)
+        account = call.provider_account.as_account() if call.provider_account else Account()
+        query = PlacedCallQuery(
+            call_id=str(call.pk),
+            from_number=call.from_number,
+            to_number=call.to_number,
+            not_before=call.created_at,
+        )
+        try:
+            candidates = provider.find_calls(query, account)
+        except NotImplementedError:
+            report.failed += call_fail(
+                call=call,
+                error=f"The request stopped before {provider.label} answered, and "
+                f"{provider.label} cannot be asked whether it placed the call (not verified).",
+            )
+            continue
+        except ProviderError as exc:
+            over = call.created_at + timedelta(
+                seconds=call.time_limit_seconds + settings.CALL_RING_TIMEOUT_SECONDS + grace
+            )
+            if now < over:
+                logger.warning("reconcile: call %s left for the next run: %s", call.pk, exc)
+                report.left += 1
+            else:
+                report.failed += call_fail(
+                    call=call,
+                    error=f"The request stopped before {provider.label} answered, and "
+                    f"{provider.label} could not be asked before the call's time limit passed.",
+                )
+            continue
+        known = set(
+            Call.objects.filter(
+                provider=call.provider,
+                call_sid__in=[c.provider_call_id for c in candidates],
+            ).values_list("call_sid", flat=True)
+        )
+        unknown = [c for c in candidates if c.provider_call_id not in known]
+        if unknown and _call_adopt(call=call, event=unknown[0], source=provider.name):
+            report.adopted += 1
+        elif not unknown:
+            report.failed += call_fail(
+                call=call,
+                error=f"Never placed: the request stopped before {provider.label} placed the call.",
+            )
+        else:
+            report.left += 1
+    return report

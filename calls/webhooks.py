@@ -51,7 +51,8 @@ class WebhookApi(APIView):
             method=django_request.method or "POST",
             headers=django_request.headers,
             body=django_request.body,
-            form=django_request.POST if django_request.method == "POST" else django_request.GET,
+            # A GET's parameters are part of the URL, which the signature already covers.
+            form=django_request.POST if django_request.method == "POST" else {},
         )
         account = call.provider_account.as_account() if call.provider_account else Account()
         try:
@@ -89,5 +90,9 @@ class CallStatusWebhookApi(WebhookApi):
         event = provider.parse_status(self.webhook)
         if event is None:
             return Response({"detail": "Ignored: no lifecycle change."})
+        if event.provider_call_id and call.call_sid and event.provider_call_id != call.call_sid:
+            # Another leg of the same call (a connected websocket, a transfer): not its lifecycle.
+            logger.info("%s event for another leg of call %s ignored", provider.name, call.pk)
+            return Response({"detail": "Ignored: an event for another leg of the call."})
         applied = call_apply_event(call=call, event=event, source=provider.name)
         return Response({"detail": "Applied." if applied else "Ignored: already applied."})

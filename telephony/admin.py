@@ -44,7 +44,6 @@ class ProviderAccountForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields.update(_account_form_fields())
         if self.instance.pk:
             for key, value in self.instance.settings.items():
                 name = f"{self.instance.provider}__{key}"
@@ -101,6 +100,13 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     @admin.display(description="Secrets")
     def secrets_set(self, obj: ProviderAccount) -> str:
         return ", ".join(sorted(obj.secrets)) + " (set)" if obj.secrets else "none"
+
+    def get_form(
+        self, request: HttpRequest, obj: ProviderAccount | None = None, **kwargs: Any
+    ) -> Any:
+        # Credential fields come from the registry, so they are declared when the form is built.
+        kwargs["form"] = type("ProviderAccountForm", (ProviderAccountForm,), _account_form_fields())
+        return super().get_form(request, obj, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: ProviderAccount | None = None) -> Any:
         fieldsets: list[Any] = [(None, {"fields": ["organization", "provider", "name"]})]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+from functools import cache
+
 import factory
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from assistants.models import Assistant, ConversationFlow
 from billing.models import Balance
@@ -63,6 +68,45 @@ class ProviderAccountFactory(factory.django.DjangoModelFactory):
     secrets = factory.LazyFunction(lambda: {"auth_token": "twilio-auth-token-0123456789abcdef"})
 
 
+@cache
+def telnyx_signing_key() -> ed25519.Ed25519PrivateKey:
+    """Plays Telnyx's webhook signing key; its public half goes in the account."""
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def telnyx_public_key() -> str:
+    raw = (
+        telnyx_signing_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    return base64.b64encode(raw).decode()
+
+
+@cache
+def vonage_private_key() -> rsa.RSAPrivateKey:
+    """A Vonage application's key pair, made here: the SDK signs its API tokens with it."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def vonage_private_key_pem() -> str:
+    return (
+        vonage_private_key()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+
+
+TELNYX_CONNECTION_ID = "1684641123236054244"
+TELNYX_API_KEY = "KEY0123456789ABCDEF_telnyx-test"
+VONAGE_APPLICATION_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
+VONAGE_SIGNATURE_SECRET = "vonage-signature-secret-0123456789abcdef"
+
+
 class SipTrunkFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = SipTrunk
@@ -92,5 +136,35 @@ class PhoneNumberFactory(factory.django.DjangoModelFactory):
             provider="twilio",
             provider_account=factory.SubFactory(
                 ProviderAccountFactory, organization=factory.SelfAttribute("..organization")
+            ),
+        )
+        telnyx = factory.Trait(
+            provider="telnyx",
+            provider_account=factory.SubFactory(
+                ProviderAccountFactory,
+                organization=factory.SelfAttribute("..organization"),
+                provider="telnyx",
+                settings=factory.LazyFunction(
+                    lambda: {
+                        "connection_id": TELNYX_CONNECTION_ID,
+                        "public_key": telnyx_public_key(),
+                    }
+                ),
+                secrets=factory.LazyFunction(lambda: {"api_key": TELNYX_API_KEY}),
+            ),
+        )
+        vonage = factory.Trait(
+            provider="vonage",
+            provider_account=factory.SubFactory(
+                ProviderAccountFactory,
+                organization=factory.SelfAttribute("..organization"),
+                provider="vonage",
+                settings=factory.LazyFunction(lambda: {"application_id": VONAGE_APPLICATION_ID}),
+                secrets=factory.LazyFunction(
+                    lambda: {
+                        "private_key": vonage_private_key_pem(),
+                        "signature_secret": VONAGE_SIGNATURE_SECRET,
+                    }
+                ),
             ),
         )

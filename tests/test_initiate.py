@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from billing.models import Balance, LedgerEntry
@@ -469,3 +471,29 @@ class TestProviderFailure:
         }
         assert Call.objects.get().status == "failed"
         assert_money_consistent(tenant.organization)
+
+
+@pytest.mark.parametrize(
+    ("variables", "detail"),
+    [
+        (
+            {"first name": "x"},
+            "variables: a name must be letters, digits and underscores, at most 64",
+        ),
+        ({"\ud800": "x"}, "variables: a name must be letters, digits and underscores, at most 64"),
+        ({"a": "\x00"}, "variables.a must not contain NUL or surrogate characters"),
+        ({"a": "\udfff"}, "variables.a must not contain NUL or surrogate characters"),
+        ({"a": "x" * 1001}, "variables.a must be at most 1000 characters"),
+        ({f"v{i}": i for i in range(51)}, "variables may hold at most 50 entries"),
+    ],
+)
+def test_variables_that_cannot_be_stored_or_said_are_a_400(
+    tenant: Tenant, number, variables, detail
+):
+    body = {"from_phone_number": "+15551234567", "to_phone_number": TO, "variables": variables}
+    # json.dumps escapes lone surrogates as \\udXXX, as a client's JSON library would.
+    response = tenant.client.post(URL, json.dumps(body), content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["detail"] == detail
+    assert_nothing_written(tenant)

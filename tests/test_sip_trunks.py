@@ -13,9 +13,11 @@ import sys
 import threading
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test import override_settings
 
 from billing.models import Balance
 from calls.models import Call
@@ -24,6 +26,7 @@ from telephony.models import SipTrunk
 from telephony.sip_numbers import format_number, parse_gateway
 from tests.conftest import Tenant, assert_money_consistent
 from tests.factories import PhoneNumberFactory, SipTrunkFactory
+from tests.settings import FIELD_ENCRYPTION_KEYS as TEST_KEYS
 from tests.sip_harness import ROOT
 
 FROM = "+15551234567"
@@ -282,3 +285,22 @@ def test_the_demo_gives_acme_a_sip_number_on_a_trunk(db) -> None:
         True,
     )
     assert (number.provider, number.assistant.name) == ("sip", "Acme SIP")
+
+
+def test_rotating_the_encryption_keys_re_encrypts_sip_passwords(tenant: Tenant, capsys) -> None:
+    trunk = SipTrunkFactory(organization=tenant.organization, password="trunk-pw-7c1e")
+    SipTrunkFactory(organization=tenant.organization, password="")  # nothing to rotate
+    old_token = raw_password_column(trunk)
+    new_key = Fernet.generate_key().decode()
+
+    with override_settings(FIELD_ENCRYPTION_KEYS=[new_key, *TEST_KEYS]):
+        call_command("rotate_secrets")
+
+    assert capsys.readouterr().out == (
+        "Re-encrypted 1 secret(s) with the first key of FIELD_ENCRYPTION_KEYS.\n"
+    )
+    rotated = raw_password_column(trunk)
+    assert rotated != old_token
+    assert Fernet(new_key).decrypt(rotated.encode()) == b"trunk-pw-7c1e"
+    with override_settings(FIELD_ENCRYPTION_KEYS=[new_key]):  # the old key is gone now
+        assert SipTrunk.objects.get(pk=trunk.pk).password == "trunk-pw-7c1e"

@@ -15,12 +15,16 @@ from telephony.providers.base import Provider
 REGISTRY: dict[str, str] = {
     "sandbox": "telephony.providers.sandbox.SandboxProvider",
     "twilio": "telephony.providers.twilio.TwilioProvider",
+    "telnyx": "telephony.providers.telnyx.TelnyxProvider",
+    "vonage": "telephony.providers.vonage.VonageProvider",
     "sip": "telephony.providers.sip.SipProvider",
 }
 
 LABELS: dict[str, str] = {
     "sandbox": "Sandbox (test mode, no account, nothing is dialled)",
     "twilio": "Twilio",
+    "telnyx": "Telnyx",
+    "vonage": "Vonage",
     "sip": "BYO SIP trunk",
 }
 

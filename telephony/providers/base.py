@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 
@@ -92,6 +93,19 @@ class StatusEvent:
     duration_seconds: int | None = None
     reason: str = ""  # why it ended, in the provider's words (SIP code, hangup cause)
     raw: Mapping[str, Any] = field(default_factory=dict)  # what we keep for the call's timeline
+    # When it happened by the provider's clock, for providers that report no duration (Telnyx):
+    # the talk time is then the final event's time minus the answer event's.
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PlacedCallQuery:
+    """A call we recorded but never heard back about: did the provider place it?"""
+
+    call_id: str
+    from_number: str  # E.164
+    to_number: str  # E.164
+    not_before: datetime  # when we recorded it: the provider's call cannot be older
 
 
 @dataclass(frozen=True)
@@ -109,6 +123,12 @@ class Provider:
 
     def place_call(self, call: OutboundCall, account: Account) -> str:
         """Ask the provider to dial; returns its call id. Raises ProviderError."""
+        raise NotImplementedError
+
+    def find_calls(self, query: PlacedCallQuery, account: Account) -> list[StatusEvent]:
+        """The provider's calls that may be the one placed for `query`, oldest first, each as
+        its latest state (empty: it placed none). Raises ProviderError when the provider cannot
+        be asked now, and NotImplementedError when it offers no way to tell."""
         raise NotImplementedError
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from functools import cache
 
 import requests
@@ -23,6 +24,7 @@ from telephony.providers.base import (
     AccountField,
     CallContext,
     OutboundCall,
+    PlacedCallQuery,
     Provider,
     ProviderError,
     StatusEvent,
@@ -99,6 +101,35 @@ class TwilioProvider(Provider):
             logger.warning("twilio request failed: %s", type(exc).__name__)
             raise ProviderError("Could not reach Twilio.") from exc
         return str(created.sid)
+
+    def find_calls(self, query: PlacedCallQuery, account: Account) -> list[StatusEvent]:
+        """Twilio's list of calls cannot be filtered by anything we set (our call id is only in
+        the webhook URLs, which the list does not return), so candidates are the calls between
+        the same numbers created since we recorded ours; the caller skips ids it already knows.
+        """
+        try:
+            found = self.client(account).calls.list(
+                to=query.to_number, from_=query.from_number, limit=20
+            )
+        except TwilioRestException as exc:
+            raise ProviderError(f"Twilio refused the lookup (HTTP {exc.status}).") from exc
+        except (requests.RequestException, TwilioException) as exc:
+            raise ProviderError("Could not reach Twilio.") from exc
+        # Twilio's timestamps have whole seconds, and clocks differ a little.
+        not_before = query.not_before - timedelta(seconds=5)
+        candidates = [
+            c for c in found if c.date_created is not None and c.date_created >= not_before
+        ]
+        candidates.sort(key=lambda c: c.date_created)
+        return [
+            StatusEvent(
+                state=STATES.get(str(c.status), CallState.INITIATED),
+                provider_call_id=str(c.sid),
+                duration_seconds=int(c.duration) if c.duration and c.duration.isdigit() else None,
+                raw={"CallStatus": str(c.status), "found_by": "reconcile"},
+            )
+            for c in candidates
+        ]
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         signature = request.headers.get(SIGNATURE_HEADER, "")

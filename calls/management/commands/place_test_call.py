@@ -57,7 +57,7 @@ class Command(BaseCommand):
             payload["variables"] = variables
         serializer = InitiateCallApi.InputSerializer(data=payload)
         if not serializer.is_valid():
-            raise CommandError(first_error_message(serializer.errors))
+            raise CommandError(f"400: {first_error_message(serializer.errors)}")
         data = serializer.validated_data
 
         # A command has no API key: it acts for the organization that owns the number.

@@ -105,6 +105,7 @@ class Command(BaseCommand):
         globex, _ = Organization.objects.get_or_create(name="Globex")
         globex_assistant = _assistant(globex, "Globex Assistant", "Globex calling.")
         foreign = _number(globex, "+15557654321", label="Globex main", assistant=globex_assistant)
+        _fund_to(globex, DEMO_FUNDS_CENTS)
 
         initech, _ = Organization.objects.get_or_create(name="Initech")
         initech_assistant = _assistant(initech, "Initech Assistant", "Initech calling.")

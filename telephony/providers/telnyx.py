@@ -1,0 +1,239 @@
+"""Telnyx Call Control through its official SDK (`telnyx` 4.x, HTTP through `httpx`).
+
+Telnyx has no answer URL: the media stream is part of the dial command (`stream_url`), and every
+event of the call is posted to the `webhook_url` we give it, which is the call's status URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, Final
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import httpx
+import telnyx
+from django.conf import settings
+from telnyx.lib.webhook_verification import WebhookVerificationError, verify_webhook_signature
+
+from telephony.providers.base import (
+    Account,
+    AccountField,
+    CallContext,
+    OutboundCall,
+    Provider,
+    ProviderError,
+    StatusEvent,
+    WebhookAnswer,
+    WebhookRejected,
+    WebhookRequest,
+)
+from telephony.states import CallState
+
+logger = logging.getLogger(__name__)
+
+STREAM_TRACK: Final = "both_tracks"
+
+# One retry: it covers a dropped connection or a passing 5xx, and `command_id` makes a repeated
+# dial harmless at Telnyx (it ignores a second dial with the same id). Each attempt gets half of
+# PROVIDER_TIMEOUT_SECONDS, so both together stay within our own budget.
+MAX_RETRIES = 1
+# The SDK honours a Retry-After of up to 60 s before retrying; a web request cannot wait that
+# long with the caller on the line, so the pause between attempts is capped.
+MAX_RETRY_WAIT_SECONDS = 1.0
+
+# call.hangup's hangup_cause → how the call ended. An answered call ends normal_clearing (either
+# side hung up) or time_limit (our time limit cut it); anything unknown is a failure.
+HANGUP_STATES = {
+    "normal_clearing": CallState.COMPLETED,
+    "time_limit": CallState.COMPLETED,
+    "user_busy": CallState.BUSY,
+    "timeout": CallState.NO_ANSWER,
+    "no_answer": CallState.NO_ANSWER,
+    "originator_cancel": CallState.CANCELED,
+    "call_rejected": CallState.FAILED,
+    "not_found": CallState.FAILED,
+    "unspecified": CallState.FAILED,
+}
+
+EVENT_STATES = {
+    "call.initiated": CallState.INITIATED,
+    "call.answered": CallState.IN_PROGRESS,
+}
+
+# Kept on the call's timeline; the machine-detection results say who (or what) answered.
+MACHINE_DETECTION_EVENTS = frozenset(
+    {
+        "call.machine.detection.ended",
+        "call.machine.greeting.ended",
+        "call.machine.premium.detection.ended",
+        "call.machine.premium.greeting.ended",
+    }
+)
+
+
+class _BoundedTelnyx(telnyx.Telnyx):
+    def _calculate_retry_timeout(self, *args: Any, **kwargs: Any) -> float:
+        return min(super()._calculate_retry_timeout(*args, **kwargs), MAX_RETRY_WAIT_SECONDS)
+
+
+@cache
+def _http_client() -> httpx.Client:
+    # One pooled HTTP client per process, shared by every account's SDK client (the API key
+    # travels per request): a new TLS connection per call costs more than the call.
+    return telnyx.DefaultHttpxClient()
+
+
+def stream_url(media_stream_url: str, context: CallContext) -> str:
+    """The media stream URL with the call's context in its query (Telnyx streams carry no
+    custom parameters, only the URL)."""
+    parts = urlsplit(media_stream_url)
+    query = "&".join(filter(None, [parts.query, urlencode(context.as_parameters())]))
+    return urlunsplit(parts._replace(query=query))
+
+
+def client_state(call_id: str) -> str:
+    return base64.b64encode(call_id.encode()).decode()
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class TelnyxProvider(Provider):
+    name = "telnyx"
+    label = "Telnyx"
+    account_fields = (
+        AccountField("api_key", "API key", secret=True, help_text="Starts with KEY."),
+        AccountField(
+            "connection_id",
+            "Call Control connection id",
+            help_text="The Call Control Application (connection) the numbers dial through.",
+        ),
+        AccountField(
+            "public_key",
+            "Webhook public key",
+            help_text="Base64 Ed25519 public key from the portal (Keys & Credentials → Public "
+            "Key); webhooks are verified with it.",
+        ),
+    )
+
+    def client(self, account: Account) -> telnyx.Telnyx:
+        timeout = settings.PROVIDER_TIMEOUT_SECONDS / (MAX_RETRIES + 1)
+        return _BoundedTelnyx(
+            api_key=account.secrets["api_key"],
+            # A local fake for benchmarks; never set in production.
+            base_url=getattr(settings, "TELNYX_API_BASE_URL", "") or None,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            max_retries=MAX_RETRIES,
+            http_client=_http_client(),
+        )
+
+    def place_call(self, call: OutboundCall, account: Account) -> str:
+        try:
+            dialled = self.client(account).calls.dial(
+                connection_id=account.settings["connection_id"],
+                to=call.to_number,
+                from_=call.from_number,
+                webhook_url=call.status_url,
+                webhook_url_method="POST",
+                client_state=client_state(call.call_id),
+                command_id=call.call_id,
+                time_limit_secs=call.time_limit_seconds,
+                timeout_secs=call.ring_timeout_seconds,
+                stream_url=stream_url(call.media_stream_url, call.context),
+                stream_track=STREAM_TRACK,
+            )
+        except telnyx.APIStatusError as exc:
+            raise ProviderError(
+                f"Telnyx refused the call: {_error_detail(exc)} (HTTP {exc.status_code})"
+            ) from exc
+        except telnyx.APITimeoutError as exc:
+            raise ProviderError("Telnyx did not answer in time.", timeout=True) from exc
+        except telnyx.APIError as exc:
+            logger.warning("telnyx request failed: %s", type(exc).__name__)
+            raise ProviderError("Could not reach Telnyx.") from exc
+        data = dialled.data
+        if data is None or not data.call_control_id:
+            raise ProviderError("Telnyx accepted the call but returned no call id.")
+        return str(data.call_control_id)
+
+    def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
+        public_key = account.settings.get("public_key", "")
+        if not public_key:
+            raise WebhookRejected("The Telnyx account has no public key.")
+        try:
+            # Checks the timestamp is within 5 minutes, then Ed25519 over "timestamp|raw body".
+            verify_webhook_signature(request.body, request.headers, public_key)
+        except WebhookVerificationError as exc:
+            raise WebhookRejected(str(exc)) from None
+        except UnicodeDecodeError:
+            # The helper decodes the body before its own error handling: not a Telnyx body.
+            raise WebhookRejected("The body is not UTF-8.") from None
+
+    def parse_status(self, request: WebhookRequest) -> StatusEvent | None:
+        try:
+            envelope = json.loads(request.body)
+            data = envelope["data"]
+            event_type = str(data["event_type"])
+            payload = data.get("payload") or {}
+        except (ValueError, KeyError, TypeError):
+            return None
+        call_control_id = str(payload.get("call_control_id") or "")
+        occurred_at = _timestamp(data.get("occurred_at"))
+        raw = {"event_type": event_type}
+        for key in ("hangup_cause", "hangup_source", "sip_hangup_cause", "result"):
+            if payload.get(key):
+                raw[key] = str(payload[key])
+        if event_type == "call.hangup":
+            cause = str(payload.get("hangup_cause") or "unspecified")
+            state = HANGUP_STATES.get(cause, CallState.FAILED)
+            sip = payload.get("sip_hangup_cause")
+            # Telnyx reports no duration, and the hangup's start_time is when the call was
+            # dialled, ringing included: the talk time is measured from call.answered instead.
+            return StatusEvent(
+                state=state,
+                provider_call_id=call_control_id,
+                duration_seconds=None if state == CallState.COMPLETED else 0,
+                reason=f"{cause} (SIP {sip})" if sip and sip != "unspecified" else cause,
+                raw=raw,
+                occurred_at=_timestamp(payload.get("end_time")) or occurred_at,
+            )
+        progress = EVENT_STATES.get(event_type)
+        if progress is None:
+            if event_type in MACHINE_DETECTION_EVENTS:
+                logger.info("telnyx %s: %s", event_type, payload.get("result", ""))
+            return None
+        return StatusEvent(
+            state=progress, provider_call_id=call_control_id, raw=raw, occurred_at=occurred_at
+        )
+
+    def answer(self, context: CallContext, media_stream_url: str) -> WebhookAnswer:
+        # Telnyx never asks: the stream was set on the dial. This says what it was told.
+        body = {
+            "stream_url": stream_url(media_stream_url, context),
+            "stream_track": STREAM_TRACK,
+            "client_state": client_state(context.call_id),
+        }
+        return WebhookAnswer(body=json.dumps(body), content_type="application/json")
+
+
+def _error_detail(exc: telnyx.APIStatusError) -> str:
+    """Telnyx's first error title/detail, e.g. "Invalid value for connection_id"."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    errors = body.get("errors") or []
+    if errors and isinstance(errors[0], dict):
+        first = errors[0]
+        detail = first.get("detail") or first.get("title")
+        if detail:
+            return str(detail).rstrip(".") + "."
+    return "the request was not accepted."

@@ -1,0 +1,927 @@
+"""What every telephony provider must do, as one suite run against each of them.
+
+Each provider has a driver below that knows how to fake its API at the transport (so the real
+SDK code runs), how to sign its webhooks and how to build each of its lifecycle events. The
+cases are written once against the drivers. A new provider is done when it has a driver in
+DRIVERS and passes every case that applies to it.
+
+A driver says which cases apply through its flags (`dials_over_the_wire`, `sends_webhooks`,
+`signs_a_timestamp`, `plays_out_calls`, `failures`). A provider whose events do not arrive as
+webhooks (a SIP trunk driven by its own agent) overrides `report` and `hand_over` to deliver
+them its own way, sets `sends_webhooks = False`, and runs every other case unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
+
+import httpx
+import jwt
+import pytest
+import requests
+import responses
+import respx
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from django.db import connection
+from twilio.request_validator import RequestValidator
+
+from billing.models import Balance, LedgerEntry
+from calls.models import Call, CallEvent
+from telephony.models import PhoneNumber, ProviderAccount
+from tests.conftest import Tenant, assert_money_consistent
+from tests.factories import (
+    TELNYX_API_KEY,
+    TELNYX_CONNECTION_ID,
+    VONAGE_APPLICATION_ID,
+    VONAGE_SIGNATURE_SECRET,
+    AssistantFactory,
+    PhoneNumberFactory,
+    telnyx_signing_key,
+    vonage_private_key,
+)
+
+FROM = "+15551234567"
+TO = "+15559876543"
+PUBLIC_BASE = "https://burki.test"
+MEDIA_STREAM_URL = "wss://media.burki.test/stream"
+TIMED_OUT = {"detail": "The telephony provider did not answer in time; the call was not placed."}
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One request a provider sends us, before it is signed."""
+
+    body: bytes
+    content_type: str
+    form: dict[str, str] | None = None  # what a form-encoded body holds (Twilio signs these)
+
+
+@dataclass(frozen=True)
+class Failure:
+    status: int
+    body: dict[str, str]
+    attempts: int = 1  # how many requests the SDK sends before giving up
+    error: str = ""  # what the call row records, when it says more than the response
+
+    @property
+    def recorded(self) -> str:
+        return self.error or self.body["detail"]
+
+
+@dataclass
+class Wire:
+    """The faked transport of one test: what was sent, and the mock to program."""
+
+    mock: Any
+    sent: list[Any] = field(default_factory=list)
+
+
+class Driver:
+    name: ClassVar[str]
+    # Whether the provider talks to anyone (the sandbox does not, so has no wire to assert on).
+    dials_over_the_wire: ClassVar[bool] = True
+    # Whether its webhooks reach us (the sandbox sends none and rejects every one).
+    sends_webhooks: ClassVar[bool] = True
+    # Whether its answers and lifecycle events reach us from outside (the sandbox plays its
+    # calls out in-process, so those cases do not apply to it).
+    plays_out_calls: ClassVar[bool] = True
+    # Whether its signature covers a time, so a replayed old webhook can be told apart.
+    signs_a_timestamp: ClassVar[bool] = False
+    failures: ClassVar[tuple[str, ...]] = ("4xx", "5xx", "timeout", "refused")
+    # The states the lifecycle in `lifecycle()` records on the call's timeline.
+    timeline: ClassVar[list[str]] = ["ringing", "in-progress", "completed"]
+
+    def number(self, tenant: Tenant) -> PhoneNumber:
+        return PhoneNumberFactory(
+            organization=tenant.organization, number=FROM, **{self.name: True}
+        )
+
+    @contextmanager
+    def wire(self) -> Iterator[Wire]:
+        yield Wire(mock=None)
+
+    def accept(self, wire: Wire) -> str:
+        """Make the next dial succeed; returns the provider's call id it will answer with."""
+        raise NotImplementedError
+
+    def fail(self, wire: Wire, kind: str) -> tuple[str, Failure]:
+        """Make the next dial fail that way; returns the number to dial and what we expect."""
+        raise NotImplementedError
+
+    def assert_placed(self, wire: Wire, call: Call) -> None:
+        """The request on the wire carries our call id, time limit and callback URLs."""
+        raise NotImplementedError
+
+    def event(self, call: Call, state: str, *, duration: int = 0, leg: str = "") -> Webhook:
+        """The provider's event for the call (`leg`: as if for another leg with that id)."""
+        raise NotImplementedError
+
+    def lifecycle(self, call: Call) -> list[Webhook]:
+        """Everything before the final event, in the order the provider sends it."""
+        return [self.event(call, state) for state in ("initiated", "ringing", "in-progress")]
+
+    def answer_request(self, call: Call) -> Webhook:
+        raise NotImplementedError
+
+    def sign(
+        self, url: str, webhook: Webhook, *, forged: bool = False, age: int = 0
+    ) -> dict[str, str]:
+        raise NotImplementedError
+
+    def rekey(self, account: ProviderAccount) -> None:
+        """Give the account webhook credentials that nobody signs with."""
+        raise NotImplementedError
+
+    def report(self, client, call: Call, webhook: Webhook) -> tuple[int, Any]:
+        """Deliver one of the call's events the way the provider does: a signed status webhook.
+        Returns the status and body we answered with."""
+        response = signed(client, self, f"/webhooks/calls/{call.pk}/status", webhook)
+        return response.status_code, response.json()
+
+    def hand_over(self, client, call: Call) -> tuple[str, dict[str, str]]:
+        """The answered call reaches the media stream: where, and with which parameters."""
+        path = f"/webhooks/calls/{call.pk}/answer"
+        response = signed(client, self, path, self.answer_request(call))
+        assert response.status_code == 200
+        return self.handed_over(response["Content-Type"], response.content)
+
+    def handed_over(self, content_type: str, body: bytes) -> tuple[str, dict[str, str]]:
+        """The media stream URL (without its query) and the parameters the answer hands it."""
+        raise NotImplementedError
+
+
+class SandboxDriver(Driver):
+    name = "sandbox"
+    dials_over_the_wire = False
+    sends_webhooks = False
+    plays_out_calls = False
+    failures = ("4xx", "timeout")
+
+    def number(self, tenant: Tenant) -> PhoneNumber:
+        return PhoneNumberFactory(organization=tenant.organization, number=FROM)
+
+    def accept(self, wire: Wire) -> str:
+        return ""
+
+    def fail(self, wire: Wire, kind: str) -> tuple[str, Failure]:
+        if kind == "timeout":
+            return "+15559870504", Failure(504, TIMED_OUT, error="Sandbox: simulated time-out.")
+        detail = "Sandbox: the destination is unreachable (simulated refusal)."
+        return "+15559870500", Failure(502, {"detail": detail})
+
+    def event(self, call: Call, state: str, *, duration: int = 0, leg: str = "") -> Webhook:
+        body = json.dumps({"status": state, "duration": duration}).encode()
+        return Webhook(body=body, content_type="application/json")
+
+    def sign(
+        self, url: str, webhook: Webhook, *, forged: bool = False, age: int = 0
+    ) -> dict[str, str]:
+        return {"Authorization": "Bearer forged"} if forged else {}
+
+
+# --- Twilio: requests, form bodies, HMAC-SHA1 over URL + form ------------------------------
+
+TWILIO_SID = "AC" + "a" * 32
+TWILIO_TOKEN = "twilio-auth-token-0123456789abcdef"
+TWILIO_CALLS = f"https://api.twilio.com/2010-04-01/Accounts/{TWILIO_SID}/Calls.json"
+TWILIO_STATUS = {"in-progress": "in-progress", "completed": "completed"}
+
+
+class TwilioDriver(Driver):
+    name = "twilio"
+    sid = "CA" + "0123456789abcdef" * 2
+
+    @contextmanager
+    def wire(self) -> Iterator[Wire]:
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+            wire = Wire(mock=mock)
+            yield wire
+            wire.sent[:] = [c.request for c in mock.calls]
+
+    def accept(self, wire: Wire) -> str:
+        wire.mock.post(TWILIO_CALLS, json={"sid": self.sid, "status": "queued"}, status=201)
+        return self.sid
+
+    def fail(self, wire: Wire, kind: str) -> tuple[str, Failure]:
+        if kind == "4xx":
+            message = "The 'To' number is not a valid phone number."
+            wire.mock.post(
+                TWILIO_CALLS, json={"code": 21211, "message": message, "status": 400}, status=400
+            )
+            return TO, Failure(502, {"detail": f"Twilio refused the call: {message} (error 21211)"})
+        if kind == "5xx":
+            wire.mock.post(
+                TWILIO_CALLS,
+                json={"code": 20500, "message": "Internal Server Error", "status": 500},
+                status=500,
+            )
+            detail = "Twilio refused the call: Internal Server Error (error 20500)"
+            return TO, Failure(502, {"detail": detail})
+        if kind == "timeout":
+            wire.mock.post(TWILIO_CALLS, body=requests.ReadTimeout("read timed out"))
+            return TO, Failure(504, TIMED_OUT, error="Twilio did not answer in time.")
+        wire.mock.post(TWILIO_CALLS, body=requests.ConnectionError("connection refused"))
+        return TO, Failure(502, {"detail": "Could not reach Twilio."})
+
+    def assert_placed(self, wire: Wire, call: Call) -> None:
+        (sent,) = wire.sent
+        base = f"{PUBLIC_BASE}/webhooks/calls/{call.pk}"
+        assert parse_qs(sent.body) == {
+            "To": [call.to_number],
+            "From": [FROM],
+            "Url": [f"{base}/answer"],
+            "Method": ["POST"],
+            "StatusCallback": [f"{base}/status"],
+            "StatusCallbackMethod": ["POST"],
+            "StatusCallbackEvent": ["initiated", "ringing", "answered", "completed"],
+            "TimeLimit": [str(call.time_limit_seconds)],
+            "Timeout": ["30"],
+        }
+        expected = base64.b64encode(f"{TWILIO_SID}:{TWILIO_TOKEN}".encode()).decode()
+        assert sent.headers["Authorization"] == f"Basic {expected}"
+
+    def event(self, call: Call, state: str, *, duration: int = 0, leg: str = "") -> Webhook:
+        form = {"CallSid": leg or self.sid, "AccountSid": TWILIO_SID, "CallStatus": state}
+        if state == "completed":
+            form["CallDuration"] = str(duration)
+        return Webhook(
+            body=urlencode(form).encode(),
+            content_type="application/x-www-form-urlencoded",
+            form=form,
+        )
+
+    def answer_request(self, call: Call) -> Webhook:
+        return self.event(call, "in-progress")
+
+    def sign(
+        self, url: str, webhook: Webhook, *, forged: bool = False, age: int = 0
+    ) -> dict[str, str]:
+        token = "not-the-auth-token" if forged else TWILIO_TOKEN
+        signature = RequestValidator(token).compute_signature(url, webhook.form or {})
+        return {"X-Twilio-Signature": signature}
+
+    def rekey(self, account: ProviderAccount) -> None:
+        account.secrets = {**account.secrets, "auth_token": "another-auth-token-0123456789"}
+
+    def handed_over(self, content_type: str, body: bytes) -> tuple[str, dict[str, str]]:
+        assert content_type == "application/xml"
+        stream = ET.fromstring(body).find("./Connect/Stream")  # noqa: S314 (our own TwiML)
+        assert stream is not None
+        params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+        return stream.get("url", ""), params
+
+
+# --- Telnyx: httpx, JSON bodies, Ed25519 over "timestamp|body" ------------------------------
+
+TELNYX_CALLS = "https://api.telnyx.com/v2/calls"
+
+
+class TelnyxDriver(Driver):
+    name = "telnyx"
+    signs_a_timestamp = True
+    # Telnyx reports no ringing: call.initiated, then call.answered or call.hangup.
+    timeline = ["in-progress", "completed"]
+    call_control_id = "v3:call-control-0123456789abcdef"
+
+    @contextmanager
+    def wire(self) -> Iterator[Wire]:
+        with respx.mock(assert_all_called=False) as mock:
+            wire = Wire(mock=mock)
+            yield wire
+            wire.sent[:] = [c.request for c in mock.calls]
+
+    def accept(self, wire: Wire) -> str:
+        wire.mock.post(TELNYX_CALLS).respond(
+            200,
+            json={
+                "data": {
+                    "call_control_id": self.call_control_id,
+                    "call_leg_id": "leg-0123",
+                    "call_session_id": "session-0123",
+                    "is_alive": False,
+                    "record_type": "call",
+                }
+            },
+        )
+        return self.call_control_id
+
+    def fail(self, wire: Wire, kind: str) -> tuple[str, Failure]:
+        route = wire.mock.post(TELNYX_CALLS)
+        # One retry on 5xx, time-outs and refused connections (command_id keeps it harmless).
+        if kind == "4xx":
+            route.respond(
+                422,
+                json={"errors": [{"code": "10015", "title": "Invalid value for connection_id"}]},
+            )
+            detail = "Telnyx refused the call: Invalid value for connection_id. (HTTP 422)"
+            return TO, Failure(502, {"detail": detail})
+        if kind == "5xx":
+            route.respond(503, json={"errors": [{"code": "90041", "title": "Service Unavailable"}]})
+            detail = "Telnyx refused the call: Service Unavailable. (HTTP 503)"
+            return TO, Failure(502, {"detail": detail}, attempts=2)
+        if kind == "timeout":
+            route.side_effect = httpx.ReadTimeout("read timed out")
+            return TO, Failure(504, TIMED_OUT, 2, "Telnyx did not answer in time.")
+        route.side_effect = httpx.ConnectError("connection refused")
+        return TO, Failure(502, {"detail": "Could not reach Telnyx."}, attempts=2)
+
+    def assert_placed(self, wire: Wire, call: Call) -> None:
+        (sent,) = wire.sent
+        assert sent.headers["Authorization"] == f"Bearer {TELNYX_API_KEY}"
+        body = json.loads(sent.content)
+        stream_url = body.pop("stream_url")
+        assert body == {
+            "connection_id": TELNYX_CONNECTION_ID,
+            "to": call.to_number,
+            "from": FROM,
+            "webhook_url": f"{PUBLIC_BASE}/webhooks/calls/{call.pk}/status",
+            "webhook_url_method": "POST",
+            "client_state": base64.b64encode(str(call.pk).encode()).decode(),
+            "command_id": str(call.pk),
+            "time_limit_secs": call.time_limit_seconds,
+            "timeout_secs": 30,
+            "stream_track": "both_tracks",
+        }
+        url = urlsplit(stream_url)
+        assert url._replace(query="").geturl() == MEDIA_STREAM_URL
+        assert dict(parse_qsl(url.query, keep_blank_values=True)) == context_of(call)
+
+    def event(self, call: Call, state: str, *, duration: int = 0, leg: str = "") -> Webhook:
+        dialled = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+        answered = dialled + timedelta(seconds=20)  # rang for 20 s: not talk time
+        occurred_at = dialled
+        payload: dict[str, Any] = {
+            "call_control_id": leg or self.call_control_id,
+            "call_leg_id": "leg-0123",
+            "call_session_id": "session-0123",
+            "client_state": base64.b64encode(str(call.pk).encode()).decode(),
+            "connection_id": TELNYX_CONNECTION_ID,
+            "from": FROM,
+            "to": call.to_number,
+            "direction": "outgoing",
+        }
+        event_type = {
+            "initiated": "call.initiated",
+            "ringing": "call.initiated",
+            "in-progress": "call.answered",
+        }.get(state, "call.hangup")
+        if event_type == "call.initiated":
+            payload["state"] = "bridging"
+        elif event_type == "call.answered":
+            occurred_at = answered
+        else:
+            occurred_at = answered + timedelta(seconds=duration)
+            payload.update(
+                hangup_cause={
+                    "completed": "normal_clearing",
+                    "busy": "user_busy",
+                    "no-answer": "timeout",
+                }[state],
+                hangup_source="callee",
+                sip_hangup_cause={"completed": "200", "busy": "486", "no-answer": "487"}[state],
+                # When the call was dialled, as Telnyx reports it.
+                start_time=dialled.isoformat().replace("+00:00", "Z"),
+                state="hangup",
+            )
+        envelope = {
+            "data": {
+                "event_type": event_type,
+                "id": str(uuid.uuid4()),
+                "occurred_at": occurred_at.isoformat().replace("+00:00", "Z"),
+                "payload": payload,
+                "record_type": "event",
+            },
+            "meta": {"attempt": 1, "delivered_to": f"{PUBLIC_BASE}/webhooks/calls/{call.pk}"},
+        }
+        return Webhook(body=json.dumps(envelope).encode(), content_type="application/json")
+
+    def lifecycle(self, call: Call) -> list[Webhook]:
+        return [self.event(call, "initiated"), self.event(call, "in-progress")]
+
+    def answer_request(self, call: Call) -> Webhook:
+        return self.event(call, "in-progress")
+
+    def sign(
+        self, url: str, webhook: Webhook, *, forged: bool = False, age: int = 0
+    ) -> dict[str, str]:
+        key = ed25519.Ed25519PrivateKey.generate() if forged else telnyx_signing_key()
+        timestamp = str(int(time.time()) - age)
+        signature = key.sign(f"{timestamp}|".encode() + webhook.body)
+        return {
+            "Telnyx-Signature-Ed25519": base64.b64encode(signature).decode(),
+            "Telnyx-Timestamp": timestamp,
+        }
+
+    def rekey(self, account: ProviderAccount) -> None:
+        raw = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+        account.settings = {**account.settings, "public_key": base64.b64encode(raw).decode()}
+
+    def handed_over(self, content_type: str, body: bytes) -> tuple[str, dict[str, str]]:
+        assert content_type == "application/json"
+        answer = json.loads(body)
+        assert answer["stream_track"] == "both_tracks"
+        url = urlsplit(answer["stream_url"])
+        return url._replace(query="").geturl(), dict(parse_qsl(url.query, keep_blank_values=True))
+
+
+# --- Vonage: requests, JSON bodies, HS256 JWT with the body's SHA-256 -----------------------
+
+VONAGE_CALLS = "https://api.nexmo.com/v1/calls"
+
+
+class VonageDriver(Driver):
+    name = "vonage"
+    signs_a_timestamp = True
+    call_uuid = "63f61863-4a51-4f6b-86e1-46edebcf9356"
+
+    @contextmanager
+    def wire(self) -> Iterator[Wire]:
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+            wire = Wire(mock=mock)
+            yield wire
+            wire.sent[:] = [c.request for c in mock.calls]
+
+    def accept(self, wire: Wire) -> str:
+        wire.mock.post(
+            VONAGE_CALLS,
+            json={
+                "uuid": self.call_uuid,
+                "status": "started",
+                "direction": "outbound",
+                "conversation_uuid": "CON-f972836a-550f-45fa-956c-12a2ab5b7d22",
+            },
+            status=201,
+        )
+        return self.call_uuid
+
+    def fail(self, wire: Wire, kind: str) -> tuple[str, Failure]:
+        if kind == "4xx":
+            wire.mock.post(
+                VONAGE_CALLS,
+                json={
+                    "type": "https://developer.nexmo.com/api-errors#bad-request",
+                    "title": "Bad Request",
+                    "detail": "Invalid To number.",
+                },
+                status=400,
+            )
+            detail = "Vonage refused the call: Bad Request: Invalid To number. (HTTP 400)"
+            return TO, Failure(502, {"detail": detail})
+        if kind == "5xx":
+            wire.mock.post(VONAGE_CALLS, json={"title": "Internal Server Error"}, status=500)
+            detail = "Vonage refused the call: Internal Server Error. (HTTP 500)"
+            return TO, Failure(502, {"detail": detail})
+        if kind == "timeout":
+            wire.mock.post(VONAGE_CALLS, body=requests.ReadTimeout("read timed out"))
+            return TO, Failure(504, TIMED_OUT, error="Vonage did not answer in time.")
+        wire.mock.post(VONAGE_CALLS, body=requests.ConnectionError("connection refused"))
+        return TO, Failure(502, {"detail": "Could not reach Vonage."})
+
+    def assert_placed(self, wire: Wire, call: Call) -> None:
+        (sent,) = wire.sent
+        base = f"{PUBLIC_BASE}/webhooks/calls/{call.pk}"
+        assert json.loads(sent.body) == {
+            "to": [{"number": call.to_number.removeprefix("+"), "type": "phone"}],
+            "from": {"number": FROM.removeprefix("+"), "type": "phone"},
+            "answer_url": [f"{base}/answer"],
+            "answer_method": "POST",
+            "event_url": [f"{base}/status"],
+            "event_method": "POST",
+            "length_timer": call.time_limit_seconds,
+            "ringing_timer": 30,
+        }
+        # The SDK signs its API token with the application's private key (a bytes header).
+        scheme, token = sent.headers["Authorization"].decode().split(" ")
+        claims = jwt.decode(token, vonage_private_key().public_key(), algorithms=["RS256"])
+        assert (scheme, claims["application_id"]) == ("Bearer", VONAGE_APPLICATION_ID)
+
+    def event(self, call: Call, state: str, *, duration: int = 0, leg: str = "") -> Webhook:
+        status = {"initiated": "started", "in-progress": "answered", "no-answer": "timeout"}.get(
+            state, state
+        )
+        event: dict[str, Any] = {
+            "uuid": leg or self.call_uuid,
+            "conversation_uuid": "CON-f972836a-550f-45fa-956c-12a2ab5b7d22",
+            "status": status,
+            "direction": "outbound",
+            "from": FROM.removeprefix("+"),
+            "to": call.to_number.removeprefix("+"),
+            "timestamp": "2026-01-05T09:30:00.000Z",
+        }
+        if status == "completed":
+            event.update(
+                duration=str(duration),
+                rate="0.01000000",
+                price=f"{duration / 6000:.8f}",
+                network="310260",
+                start_time="2026-01-05T09:30:00.000Z",
+                end_time="2026-01-05T09:32:05.000Z",
+            )
+        return Webhook(body=json.dumps(event).encode(), content_type="application/json")
+
+    def answer_request(self, call: Call) -> Webhook:
+        body = {
+            "to": call.to_number.removeprefix("+"),
+            "from": FROM.removeprefix("+"),
+            "uuid": self.call_uuid,
+            "conversation_uuid": "CON-f972836a-550f-45fa-956c-12a2ab5b7d22",
+        }
+        return Webhook(body=json.dumps(body).encode(), content_type="application/json")
+
+    def sign(
+        self, url: str, webhook: Webhook, *, forged: bool = False, age: int = 0
+    ) -> dict[str, str]:
+        secret = "not-the-signature-secret-0123456789" if forged else VONAGE_SIGNATURE_SECRET
+        claims = {
+            "iat": int(time.time()) - age,
+            "jti": str(uuid.uuid4()),
+            "iss": "Vonage",
+            "payload_hash": hashlib.sha256(webhook.body).hexdigest(),
+            "api_key": "abcd1234",
+            "application_id": VONAGE_APPLICATION_ID,
+        }
+        return {"Authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
+
+    def rekey(self, account: ProviderAccount) -> None:
+        account.secrets = {
+            **account.secrets,
+            "signature_secret": "another-signature-secret-0123456789abcdef",
+        }
+
+    def handed_over(self, content_type: str, body: bytes) -> tuple[str, dict[str, str]]:
+        assert content_type == "application/json"
+        (connect,) = json.loads(body)
+        (endpoint,) = connect["endpoint"]
+        assert (connect["action"], endpoint["type"], endpoint["content-type"]) == (
+            "connect",
+            "websocket",
+            "audio/l16;rate=16000",
+        )
+        return endpoint["uri"], endpoint["headers"]
+
+
+DRIVERS: list[Driver] = [SandboxDriver(), TwilioDriver(), TelnyxDriver(), VonageDriver()]
+
+
+def drivers(*, where: str | None = None) -> list[Any]:
+    chosen = [d for d in DRIVERS if where is None or getattr(d, where)]
+    return [pytest.param(d, id=d.name) for d in chosen]
+
+
+def context_of(call: Call) -> dict[str, str]:
+    return {
+        "call_id": str(call.pk),
+        "assistant_id": str(call.assistant_id),
+        "welcome_message": call.welcome_message,
+        "agenda": call.agenda,
+    }
+
+
+def initiate(tenant: Tenant, **body: Any):
+    return tenant.client.post(
+        "/calls/initiate",
+        {"from_phone_number": FROM, "to_phone_number": TO, **body},
+        format="json",
+    )
+
+
+def send(client, path: str, webhook: Webhook, headers: dict[str, str]):
+    return client.post(path, webhook.body, content_type=webhook.content_type, headers=headers)
+
+
+def signed(client, driver: Driver, path: str, webhook: Webhook):
+    return send(client, path, webhook, driver.sign(PUBLIC_BASE + path, webhook))
+
+
+@pytest.fixture(params=drivers(where="plays_out_calls"))
+def driver(request) -> Driver:
+    return request.param
+
+
+@pytest.fixture
+def placed(tenant: Tenant, driver: Driver) -> Call:
+    """A call the provider accepted, with a welcome message and agenda of its own."""
+    driver.number(tenant)
+    with driver.wire() as wire:
+        driver.accept(wire)
+        response = initiate(
+            tenant,
+            welcome_message="Hello {{name}}",
+            agenda="Remind {{name}} about the dental appointment.",
+            variables={"name": "Jo"},
+        )
+    assert response.status_code == 200, response.json()
+    return Call.objects.get(pk=response.json()["call_id"])
+
+
+def assert_unchanged(call: Call, tenant: Tenant) -> None:
+    before = (call.status, call.cost_cents, call.duration_seconds)
+    call.refresh_from_db()
+    assert (call.status, call.cost_cents, call.duration_seconds) == before
+    assert CallEvent.objects.filter(call=call).count() == 0
+    assert list(
+        LedgerEntry.objects.filter(organization=tenant.organization)
+        .order_by("id")
+        .values_list("kind", flat=True)
+    ) == ["top_up", "hold"]
+    assert_money_consistent(tenant.organization)
+
+
+# --- placing the call ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", drivers(where="dials_over_the_wire"))
+def test_placing_a_call_sends_our_call_id_time_limit_and_callbacks(
+    tenant: Tenant, driver: Driver
+) -> None:
+    driver.number(tenant)
+    with driver.wire() as wire:
+        call_sid = driver.accept(wire)
+        response = initiate(tenant, welcome_message="Hi {{name}}", variables={"name": "Ann"})
+
+    assert response.status_code == 200
+    call = Call.objects.get()
+    assert response.json() == {
+        "message": "Call initiated successfully",
+        "call_sid": call_sid,
+        "call_id": str(call.pk),
+    }
+    assert (call.status, call.call_sid, call.provider) == ("initiated", call_sid, driver.name)
+    assert (call.time_limit_seconds, call.hold_cents) == (600, 100)
+    driver.assert_placed(wire, call)
+    assert_money_consistent(tenant.organization)
+
+
+FAILURES = [pytest.param(d, kind, id=f"{d.name}-{kind}") for d in DRIVERS for kind in d.failures]
+
+
+@pytest.mark.parametrize(("driver", "kind"), FAILURES)
+def test_a_provider_failure_fails_the_call_and_releases_the_hold(
+    tenant: Tenant, driver: Driver, kind: str
+) -> None:
+    driver.number(tenant)
+    with driver.wire() as wire:
+        to_number, expected = driver.fail(wire, kind)
+        response = initiate(tenant, to_phone_number=to_number)
+
+    assert (response.status_code, response.json()) == (expected.status, expected.body)
+    assert len(wire.sent) == (expected.attempts if driver.dials_over_the_wire else 0)
+    if expected.attempts > 1:  # a retry is the same request, so the provider can tell
+        assert len({r.content for r in wire.sent}) == 1
+    call = Call.objects.get()
+    assert (call.status, call.call_sid, call.cost_cents) == ("failed", "", 0)
+    assert call.error == expected.recorded
+    assert call.ended_at is not None
+    balance = Balance.objects.get(organization=tenant.organization)
+    assert (balance.balance_cents, balance.held_cents) == (10_000, 0)
+    assert list(
+        LedgerEntry.objects.filter(organization=tenant.organization)
+        .order_by("id")
+        .values_list("kind", flat=True)
+    ) == ["top_up", "hold", "release"]
+    assert_money_consistent(tenant.organization)
+
+
+# --- the answered call -----------------------------------------------------------------------
+
+
+def test_the_answer_webhook_hands_the_call_to_the_right_assistant(
+    client, tenant: Tenant, driver: Driver
+) -> None:
+    driver.number(tenant)
+    chosen = AssistantFactory(organization=tenant.organization)
+    with driver.wire() as wire:
+        driver.accept(wire)
+        placed = initiate(
+            tenant,
+            assistant_id=chosen.pk,
+            welcome_message="Hi {{name}}, it is {{company}}.",
+            agenda="Confirm {{name}}'s order.",
+            variables={"name": "Ann", "company": "Acme"},
+        )
+    call = Call.objects.get(pk=placed.json()["call_id"])
+
+    assert driver.hand_over(client, call) == (
+        MEDIA_STREAM_URL,
+        {
+            "call_id": str(call.pk),
+            "assistant_id": str(chosen.pk),
+            "welcome_message": "Hi Ann, it is Acme.",
+            "agenda": "Confirm Ann's order.",
+        },
+    )
+
+
+def test_the_full_lifecycle_settles_the_exact_cost_once(
+    client, tenant: Tenant, driver: Driver, placed: Call
+) -> None:
+    for webhook in driver.lifecycle(placed):
+        assert driver.report(client, placed, webhook)[0] == 200
+    completed = driver.event(placed, "completed", duration=125)
+
+    first = driver.report(client, placed, completed)
+    again = driver.report(client, placed, completed)
+    late = driver.report(client, placed, driver.event(placed, "in-progress"))
+
+    assert first == (200, {"detail": "Applied."})
+    assert again == (200, {"detail": "Ignored: already applied."})
+    assert late == (200, {"detail": "Ignored: already applied."})
+    placed.refresh_from_db()
+    # 125 s at 10 cents a minute = 20.83 cents, rounded up.
+    assert (placed.status, placed.duration_seconds, placed.cost_cents) == ("completed", 125, 21)
+    assert placed.answered_at is not None and placed.ended_at is not None
+    assert list(CallEvent.objects.filter(call=placed).values_list("status", flat=True)) == (
+        driver.timeline
+    )
+    entries = LedgerEntry.objects.filter(call=placed).order_by("id")
+    assert [(e.kind, e.amount_cents, e.held_change_cents) for e in entries] == [
+        ("hold", 0, 100),
+        ("charge", -21, -21),
+        ("release", 0, -79),
+    ]
+    balance = Balance.objects.get(organization=tenant.organization)
+    assert (balance.balance_cents, balance.held_cents) == (10_000 - 21, 0)
+    assert_money_consistent(tenant.organization)
+
+
+@pytest.mark.parametrize("outcome", ["busy", "no-answer"])
+def test_a_call_that_never_connects_costs_nothing(
+    client, tenant: Tenant, driver: Driver, placed: Call, outcome: str
+) -> None:
+    response = driver.report(client, placed, driver.event(placed, outcome))
+
+    assert response == (200, {"detail": "Applied."})
+    placed.refresh_from_db()
+    assert (placed.status, placed.cost_cents) == (outcome, 0)
+    balance = Balance.objects.get(organization=tenant.organization)
+    assert (balance.balance_cents, balance.held_cents) == (10_000, 0)
+    assert_money_consistent(tenant.organization)
+
+
+# --- webhooks that do not check out ----------------------------------------------------------
+
+REJECTIONS = [
+    pytest.param(d, how, id=f"{d.name}-{how}")
+    for d in DRIVERS
+    for how in ("unsigned", "forged", "tampered", "stale")
+    if (d.sends_webhooks or how in ("unsigned", "forged"))
+    and (d.signs_a_timestamp or how != "stale")
+]
+
+
+@pytest.mark.parametrize(("driver", "how"), REJECTIONS)
+@pytest.mark.parametrize("hook", ["answer", "status"])
+def test_a_webhook_that_does_not_check_out_is_a_403_and_changes_nothing(
+    client, tenant: Tenant, driver: Driver, how: str, hook: str
+) -> None:
+    driver.number(tenant)
+    with driver.wire() as wire:
+        driver.accept(wire)
+        call = Call.objects.get(pk=initiate(tenant).json()["call_id"])
+    path = f"/webhooks/calls/{call.pk}/{hook}"
+    url = PUBLIC_BASE + path
+    webhook = driver.event(call, "completed", duration=125)
+    headers = {
+        "unsigned": lambda: {},
+        "forged": lambda: driver.sign(url, webhook, forged=True),
+        "tampered": lambda: driver.sign(url, driver.event(call, "completed", duration=1)),
+        "stale": lambda: driver.sign(url, webhook, age=600),
+    }[how]()
+
+    response = send(client, path, webhook, headers)
+
+    assert (response.status_code, response.json()) == (
+        403,
+        {"detail": "Invalid webhook signature."},
+    )
+    assert_unchanged(call, tenant)
+
+
+@pytest.mark.parametrize("driver", drivers(where="sends_webhooks"))
+def test_a_webhook_signed_with_another_accounts_keys_is_a_403(
+    client, tenant: Tenant, driver: Driver, placed: Call
+) -> None:
+    account = placed.provider_account
+    driver.rekey(account)
+    account.save()
+    path = f"/webhooks/calls/{placed.pk}/status"
+
+    response = signed(client, driver, path, driver.event(placed, "completed", duration=60))
+
+    assert response.status_code == 403
+    assert_unchanged(placed, tenant)
+
+
+@pytest.mark.parametrize("driver", drivers())
+def test_a_status_for_an_unknown_call_is_acknowledged_and_ignored(
+    client, db, driver: Driver
+) -> None:
+    path = f"/webhooks/calls/{uuid.uuid4()}/status"
+    webhook = driver.event(Call(to_number=TO), "completed", duration=60)
+
+    response = send(client, path, webhook, driver.sign(PUBLIC_BASE + path, webhook))
+
+    assert (response.status_code, response.json()) == (200, {"detail": "Ignored: unknown call."})
+    assert Call.objects.count() == 0 and CallEvent.objects.count() == 0
+
+
+def test_an_event_for_another_leg_changes_nothing(
+    client, tenant: Tenant, driver: Driver, placed: Call
+) -> None:
+    # e.g. the websocket leg an NCCO connect creates: its hang-up is not the call's.
+    response = driver.report(client, placed, driver.event(placed, "busy", leg="another-leg-0123"))
+
+    assert response == (200, {"detail": "Ignored: an event for another leg of the call."})
+    assert_unchanged(placed, tenant)
+
+
+# --- the seed's request examples, from every provider ----------------------------------------
+
+SEED_EXAMPLES = {
+    "basic": {},
+    "variables": {
+        "welcome_message": "Hello {{name}}, this is a reminder about your appointment "
+        "tomorrow at {{time}}.",
+        "agenda": "Remind {{name}} about their upcoming {{appointment_type}} appointment.",
+        "variables": {"name": "John Doe", "time": "10 AM", "appointment_type": "dental"},
+    },
+    "override": {
+        "assistant_id": 456,
+        "welcome_message": "Hi there! I'm calling about your recent inquiry.",
+    },
+}
+
+
+def assistant_456(tenant: Tenant) -> None:
+    """The seed's override example names assistant 456: make it, and keep the id sequence past
+    it so no later assistant is handed the same id."""
+    AssistantFactory(pk=456, organization=tenant.organization)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT setval(pg_get_serial_sequence('assistants_assistant', 'id'), "
+            "GREATEST(nextval(pg_get_serial_sequence('assistants_assistant', 'id')), 456))"
+        )
+
+
+@pytest.mark.parametrize("example", list(SEED_EXAMPLES))
+@pytest.mark.parametrize("driver", drivers(where="dials_over_the_wire"))
+def test_the_seed_examples_succeed_from_every_provider(
+    client, tenant: Tenant, driver: Driver, example: str
+) -> None:
+    number = driver.number(tenant)
+    assistant_456(tenant)
+    with driver.wire() as wire:
+        call_sid = driver.accept(wire)
+        response = initiate(tenant, **SEED_EXAMPLES[example])
+
+    assert response.status_code == 200
+    call = Call.objects.get()
+    assert response.json() == {
+        "message": "Call initiated successfully",
+        "call_sid": call_sid,
+        "call_id": str(call.pk),
+    }
+    driver.assert_placed(wire, call)
+    expected = {
+        "basic": (number.assistant_id, number.assistant.welcome_message, ""),
+        "variables": (
+            number.assistant_id,
+            "Hello John Doe, this is a reminder about your appointment tomorrow at 10 AM.",
+            "Remind John Doe about their upcoming dental appointment.",
+        ),
+        "override": (456, "Hi there! I'm calling about your recent inquiry.", ""),
+    }[example]
+    assert driver.hand_over(client, call) == (
+        MEDIA_STREAM_URL,
+        {
+            "call_id": str(call.pk),
+            "assistant_id": str(expected[0]),
+            "welcome_message": expected[1],
+            "agenda": expected[2],
+        },
+    )
+
+
+def test_status_webhooks_cost_a_fixed_number_of_queries(
+    client, driver: Driver, placed: Call, django_assert_num_queries
+) -> None:
+    # Answered: find the call, claim the state, record the event (+ the test's savepoints).
+    with django_assert_num_queries(5):
+        answered = driver.report(client, placed, driver.event(placed, "in-progress"))
+    # Ended: the same, plus the balance lock, and a balance update and ledger row each for the
+    # charge and the release (inside their own savepoint).
+    with django_assert_num_queries(12):
+        ended = driver.report(client, placed, driver.event(placed, "completed", duration=30))
+
+    assert answered == ended == (200, {"detail": "Applied."})

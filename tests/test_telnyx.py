@@ -1,0 +1,177 @@
+"""What only Telnyx does: hangup causes, machine detection, its retries (the rest is in
+test_provider_conformance)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from calls.models import Call, CallEvent
+from tests.conftest import Tenant, assert_money_consistent
+from tests.test_provider_conformance import (
+    TELNYX_CALLS,
+    TelnyxDriver,
+    Webhook,
+    initiate,
+    signed,
+)
+
+telnyx = TelnyxDriver()
+
+
+@pytest.fixture
+def placed(tenant: Tenant) -> Call:
+    telnyx.number(tenant)
+    with telnyx.wire() as wire:
+        telnyx.accept(wire)
+        response = initiate(tenant)
+    return Call.objects.get(pk=response.json()["call_id"])
+
+
+def hangup(call: Call, cause: str, sip: str, *, seconds: int = 0) -> Webhook:
+    webhook = telnyx.event(call, "completed", duration=seconds)
+    envelope = json.loads(webhook.body)
+    envelope["data"]["payload"].update(hangup_cause=cause, sip_hangup_cause=sip)
+    return Webhook(body=json.dumps(envelope).encode(), content_type="application/json")
+
+
+@pytest.mark.parametrize(
+    ("cause", "sip", "status", "reason"),
+    [
+        ("user_busy", "486", "busy", "user_busy (SIP 486)"),
+        ("timeout", "487", "no-answer", "timeout (SIP 487)"),
+        ("no_answer", "480", "no-answer", "no_answer (SIP 480)"),
+        ("originator_cancel", "487", "canceled", "originator_cancel (SIP 487)"),
+        ("call_rejected", "603", "failed", "call_rejected (SIP 603)"),
+        ("not_found", "404", "failed", "not_found (SIP 404)"),
+        ("unspecified", "unspecified", "failed", "unspecified"),
+        ("a_cause_telnyx_adds_later", "503", "failed", "a_cause_telnyx_adds_later (SIP 503)"),
+    ],
+)
+def test_a_hangup_before_answer_ends_the_call_by_its_cause_and_costs_nothing(
+    client, tenant: Tenant, placed: Call, cause: str, sip: str, status: str, reason: str
+) -> None:
+    path = f"/webhooks/calls/{placed.pk}/status"
+
+    response = signed(client, telnyx, path, hangup(placed, cause, sip, seconds=12))
+
+    assert response.json() == {"detail": "Applied."}
+    placed.refresh_from_db()
+    assert (placed.status, placed.end_reason, placed.cost_cents) == (status, reason, 0)
+    assert CallEvent.objects.get(call=placed).detail == {
+        "event_type": "call.hangup",
+        "hangup_cause": cause,
+        "hangup_source": "callee",
+        "sip_hangup_cause": sip,
+    }
+    assert_money_consistent(tenant.organization)
+
+
+def test_a_call_cut_by_our_time_limit_is_charged_up_to_the_limit(
+    client, tenant: Tenant, placed: Call
+) -> None:
+    path = f"/webhooks/calls/{placed.pk}/status"
+    signed(client, telnyx, path, telnyx.event(placed, "in-progress"))
+
+    response = signed(client, telnyx, path, hangup(placed, "time_limit", "200", seconds=600))
+
+    assert response.json() == {"detail": "Applied."}
+    placed.refresh_from_db()
+    # The whole hold: 600 s at 10 cents a minute.
+    assert (placed.status, placed.duration_seconds, placed.cost_cents) == ("completed", 600, 100)
+    assert_money_consistent(tenant.organization)
+
+
+def test_a_machine_detection_result_is_acknowledged_and_changes_nothing(
+    client, placed: Call
+) -> None:
+    body = {
+        "data": {
+            "event_type": "call.machine.detection.ended",
+            "id": "0ccc7b54-4df3-4bca-a65a-3da1ecc777f0",
+            "occurred_at": "2026-01-05T09:30:05Z",
+            "payload": {"call_control_id": telnyx.call_control_id, "result": "machine"},
+            "record_type": "event",
+        }
+    }
+    webhook = Webhook(body=json.dumps(body).encode(), content_type="application/json")
+
+    response = signed(client, telnyx, f"/webhooks/calls/{placed.pk}/status", webhook)
+
+    assert response.json() == {"detail": "Ignored: no lifecycle change."}
+    placed.refresh_from_db()
+    assert placed.status == "initiated"
+    assert CallEvent.objects.count() == 0
+
+
+def test_a_signed_body_that_is_not_an_event_is_acknowledged_and_ignored(
+    client, placed: Call
+) -> None:
+    webhook = Webhook(body=b"not json", content_type="application/json")
+
+    response = signed(client, telnyx, f"/webhooks/calls/{placed.pk}/status", webhook)
+
+    assert response.json() == {"detail": "Ignored: no lifecycle change."}
+    placed.refresh_from_db()
+    assert placed.status == "initiated"
+
+
+def test_a_rate_limited_dial_is_retried_once_without_waiting_the_minute_asked(
+    tenant: Tenant, monkeypatch
+) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr("telnyx._base_client.time.sleep", pauses.append)
+    telnyx.number(tenant)
+    with telnyx.wire() as wire:
+        route = wire.mock.post(TELNYX_CALLS)
+        route.side_effect = [
+            telnyx_response(429, {"errors": [{"title": "Too many requests"}]}, retry_after="60"),
+            telnyx_response(200, {"data": {"call_control_id": telnyx.call_control_id}}),
+        ]
+        response = initiate(tenant)
+
+    assert response.status_code == 200
+    assert response.json()["call_sid"] == telnyx.call_control_id
+    assert len(pauses) == 1 and 0 < pauses[0] <= 1.0
+    first, second = wire.sent
+    # The same command_id twice: Telnyx places the call once.
+    assert json.loads(first.content) == json.loads(second.content)
+
+
+def telnyx_response(status: int, body: dict, *, retry_after: str = "") -> httpx.Response:
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def test_a_hangup_that_overtakes_its_answer_charges_nothing(
+    client, tenant: Tenant, placed: Call
+) -> None:
+    # Telnyx reports no talk time; without the answer's time there is nothing to measure from,
+    # and the customer is not charged for time nobody can vouch for.
+    path = f"/webhooks/calls/{placed.pk}/status"
+
+    first = signed(client, telnyx, path, telnyx.event(placed, "completed", duration=90))
+    late = signed(client, telnyx, path, telnyx.event(placed, "in-progress"))
+
+    assert (first.json(), late.json()) == (
+        {"detail": "Applied."},
+        {"detail": "Ignored: already applied."},
+    )
+    placed.refresh_from_db()
+    assert (placed.status, placed.duration_seconds, placed.cost_cents) == ("completed", 0, 0)
+    assert_money_consistent(tenant.organization)
+
+
+def test_a_body_that_is_not_utf8_is_a_403(client, tenant: Tenant, placed: Call) -> None:
+    webhook = Webhook(body=b"\xff\xfe not text", content_type="application/json")
+
+    response = signed(client, telnyx, f"/webhooks/calls/{placed.pk}/status", webhook)
+
+    assert (response.status_code, response.json()) == (
+        403,
+        {"detail": "Invalid webhook signature."},
+    )
+    placed.refresh_from_db()
+    assert placed.status == "initiated"
