@@ -73,7 +73,7 @@ class Reporter:
             # A final event settles the money: ride out a database restart rather than lose it.
             for delay in RETRY_DELAYS:
                 try:
-                    self._apply(call_id, event)
+                    self.apply(call_id, event)
                     break
                 except (OperationalError, InterfaceError) as exc:
                     logger.warning("database unavailable (%s); retrying in %s s", exc, delay)
@@ -88,11 +88,12 @@ class Reporter:
                 logger.error("gave up recording %s for call %s", event.state, call_id)
         connection.close()
 
-    def _apply(self, call_id: str, event: StatusEvent) -> None:
+    def apply(self, call_id: str, event: StatusEvent) -> str:
+        """Record one event on its call; says what became of it, in the webhooks' words."""
         call = Call.objects.filter(pk=call_id).first()
         if call is None:
             logger.warning("event for unknown call %s dropped", call_id)
-            return
+            return "Ignored: unknown call."
         applied = call_apply_event(call=call, event=event, source="sip")
         if not applied and event.state in (CallState.RINGING, CallState.IN_PROGRESS):
             call.refresh_from_db(fields=["status"])
@@ -100,6 +101,7 @@ class Reporter:
                 # Nobody will pay for this call any more (it failed or ended on our side,
                 # e.g. the web worker gave up waiting): do not let it run on the trunk.
                 self.agent.submit(lambda: self.agent.hangup(call_id, "the call was closed"))
+        return "Applied." if applied else "Ignored: already applied."
 
     def stop(self) -> None:
         self.events.put(None)
