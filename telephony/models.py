@@ -105,6 +105,12 @@ class PhoneNumber(models.Model):
                 errors["provider_account"] = f"This is a {account.get_provider_display()} account."
         elif self.provider and not get_provider(self.provider).account_optional:
             errors["provider_account"] = "Numbers on this provider need a provider account."
+        if (
+            self.provider == "sip"
+            and org_id
+            and not SipTrunk.objects.filter(organization_id=org_id, enabled=True).exists()
+        ):
+            errors["provider"] = "Add an enabled SIP trunk for the organization first."
         if errors:
             raise ValidationError(errors)
 

@@ -661,3 +661,28 @@ def test_an_agent_with_another_secret_places_nothing(
     sipp.kill()
     assert sent_invites(sipp.verdict().messages) == []
     assert_money_consistent(tenant.organization)
+
+
+def test_sigterm_cancels_a_ringing_call_and_records_it(
+    tenant: Tenant, sip_settings, sipp_cleanup, tmp_path: Path
+) -> None:
+    agent = AgentProcess(tmp_path / "agent.log")
+    sipp = start_sipp(sipp_cleanup, tmp_path, "uas_ring_until_cancel.xml")
+    sip_number(tenant, sipp.gateway)
+    assert initiate(tenant).status_code == 200
+    deadline = time.monotonic() + 10
+    while Call.objects.get().status != "ringing" and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    assert agent.stop() == 0
+
+    call = Call.objects.get()
+    assert (call.status, call.end_reason, call.cost_cents) == (
+        "canceled",
+        "agent shut down (CANCEL sent)",
+        0,
+    )
+    verdict = sipp.verdict()
+    assert (verdict.exit_code, verdict.errors) == (0, "")
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)

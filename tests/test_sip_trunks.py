@@ -153,10 +153,17 @@ def test_numbers_are_written_in_the_trunks_format(caller_id_format: str, written
     assert format_number(FROM, caller_id_format) == written
 
 
-def test_a_sip_number_needs_no_provider_account(tenant: Tenant) -> None:
+def test_a_sip_number_needs_a_trunk_but_no_provider_account(tenant: Tenant) -> None:
     number = PhoneNumberFactory(
         organization=tenant.organization, number="+442071838750", provider="sip"
     )
+    with pytest.raises(ValidationError) as error:
+        number.full_clean()
+    assert error.value.message_dict == {
+        "provider": ["Add an enabled SIP trunk for the organization first."]
+    }
+
+    SipTrunkFactory(organization=tenant.organization)
 
     number.full_clean()
 
