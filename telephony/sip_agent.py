@@ -284,6 +284,18 @@ class SipAgent:
             self._dials[request.call_id] = dial
             return leg.sip_call_id
 
+    def find(self, call_id: str) -> list[dict[str, str]]:
+        """Whether this agent is placing the call: its state and first Call-ID (the call_sid)."""
+        dial = self._dials.get(call_id)
+        if dial is None:
+            return []
+        if dial.answered_at is not None:
+            state = CallState.IN_PROGRESS
+        else:
+            state = CallState.RINGING if dial.ringing else CallState.INITIATED
+        first = dial.attempts[0].sip_call_id if dial.attempts else ""
+        return [{"state": state, "sip_call_id": first}]
+
     def hangup(self, call_id: str, reason: str) -> bool:
         dial = self._dials.get(call_id)
         if dial is None or dial.leg is None or dial.leg.disconnected:

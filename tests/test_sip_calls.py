@@ -6,16 +6,22 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
+from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing.models import Balance
 from billing.services import HoldQuote
 from calls.models import Call
 from telephony import sip_control
+from telephony.providers.base import Account, PlacedCallQuery, StatusEvent
+from telephony.providers.sip import SipProvider
 from tests.conftest import Tenant, assert_money_consistent, make_tenant
 from tests.factories import AssistantFactory, PhoneNumberFactory, SipTrunkFactory
 from tests.sip_harness import (
@@ -686,3 +692,80 @@ def test_sigterm_cancels_a_ringing_call_and_records_it(
     assert (verdict.exit_code, verdict.errors) == (0, "")
     assert held(tenant) == 0
     assert_money_consistent(tenant.organization)
+
+
+def crash_before_dialling(tenant: Tenant) -> Call:
+    """The web worker dies after recording the call, before any agent heard of it."""
+    with (
+        mock.patch.object(SipProvider, "place_call", side_effect=SystemExit(1)),
+        pytest.raises(SystemExit),
+    ):
+        initiate(tenant)
+    Call.objects.update(created_at=timezone.now() - timedelta(minutes=3))
+    return Call.objects.get()
+
+
+def test_reconcile_asks_the_agents_and_fails_a_call_none_of_them_placed(
+    tenant: Tenant, agent, capsys
+) -> None:
+    sip_number(tenant, f"127.0.0.1:{SIPP_PORTS[0]}")
+    call = crash_before_dialling(tenant)
+
+    call_command("reconcile_calls")
+
+    assert capsys.readouterr().out == (
+        "Reconciled queued calls: 1 failed, 0 adopted, 0 left for the next run.\n"
+    )
+    call.refresh_from_db()
+    assert (call.status, call.cost_cents, call.error) == (
+        "failed",
+        0,
+        "Never placed: the request stopped before BYO SIP trunk placed the call.",
+    )
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)
+
+
+def test_reconcile_waits_while_an_agent_cannot_be_asked(
+    tenant: Tenant, sip_settings, capsys
+) -> None:
+    sip_number(tenant, f"127.0.0.1:{SIPP_PORTS[0]}")
+    call = crash_before_dialling(tenant)
+
+    call_command("reconcile_calls")
+
+    assert capsys.readouterr().out == (
+        "Reconciled queued calls: 0 failed, 0 adopted, 1 left for the next run.\n"
+    )
+    call.refresh_from_db()
+    assert (call.status, call.cost_cents) == ("queued", None)
+    assert held(tenant) == call.hold_cents
+
+
+def test_an_agent_says_which_calls_it_is_placing(
+    tenant: Tenant, agent, sipp_cleanup, tmp_path: Path
+) -> None:
+    sipp = start_sipp(sipp_cleanup, tmp_path, "uas_ring_until_cancel.xml")
+    sip_number(tenant, sipp.gateway)
+    response = initiate(tenant)
+    deadline = time.monotonic() + 10
+    while Call.objects.get().status != "ringing" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    call = Call.objects.get()
+    query = PlacedCallQuery(
+        call_id=str(call.pk), from_number=FROM, to_number=TO, not_before=call.created_at
+    )
+    elsewhere = PlacedCallQuery(
+        call_id=str(uuid.uuid4()), from_number=FROM, to_number=TO, not_before=call.created_at
+    )
+
+    found = SipProvider().find_calls(query, Account())
+    not_found = SipProvider().find_calls(elsewhere, Account())
+
+    assert found == [StatusEvent(state="ringing", provider_call_id=response.json()["call_sid"])]
+    assert not_found == []
+    sip_control.request(
+        f"127.0.0.1:{AGENT_CONTROL_PORT}", {"op": "hangup", "call_id": str(call.pk)}, timeout=5
+    )
+    assert wait_until_final(str(call.pk)).status == "canceled"
+    assert sipp.verdict().exit_code == 0

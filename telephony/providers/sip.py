@@ -18,6 +18,7 @@ from telephony.providers.base import (
     Account,
     CallContext,
     OutboundCall,
+    PlacedCallQuery,
     Provider,
     ProviderError,
     StatusEvent,
@@ -82,6 +83,28 @@ class SipProvider(Provider):
                 "No SIP agent accepted this server's credentials.", unavailable=True
             )
         raise ProviderError("No SIP agent is running to place the call.", unavailable=True)
+
+    def find_calls(self, query: PlacedCallQuery, account: Account) -> list[StatusEvent]:
+        """Asks every agent whether it is placing the call. The agents report a call's states
+        themselves from the first 180 on, so one still `queued` is only ever one being dialled
+        right now or one never dialled."""
+        found: list[StatusEvent] = []
+        for address in settings.SIP_AGENTS:
+            try:
+                answer = sip_control.request(
+                    address,
+                    {"op": "find", "call_id": query.call_id},
+                    timeout=settings.SIP_AGENT_TIMEOUT_SECONDS,
+                )
+            except (sip_control.AgentUnreachable, sip_control.AgentTimedOut) as exc:
+                raise ProviderError(f"SIP agent {address} could not be asked.") from exc
+            if not answer.get("ok"):
+                raise ProviderError(f"SIP agent {address} could not be asked.")
+            found += [
+                StatusEvent(state=c["state"], provider_call_id=c["sip_call_id"])
+                for c in answer["calls"]
+            ]
+        return found
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         # The agent reports through the calls services directly; nobody may speak for it by HTTP.

@@ -216,6 +216,10 @@ class Command(BaseCommand):
                 call_id = str(payload.get("call_id", ""))
                 future = agent.submit(lambda: agent.hangup(call_id, "hung up on request"))
                 return {"ok": bool(future.result(timeout=settings.SIP_AGENT_TIMEOUT_SECONDS))}
+            if payload.get("op") == "find":
+                call_id = str(payload.get("call_id", ""))
+                future = agent.submit(lambda: agent.find(call_id))
+                return {"ok": True, "calls": future.result(timeout=5)}
             if payload.get("op") == "status":
                 future = agent.submit(lambda: agent.live_calls)
                 return {"ok": True, "calls": future.result(timeout=5)}
