@@ -42,6 +42,7 @@ PJ_ETOOMANY = 70010
 # Trunk-level failures: the next trunk may well succeed where this one could not.
 FAILOVER_CODES = frozenset({408, 500, 502, 503, 504})
 GC_INTERVAL_SECONDS = 5.0
+RTP_SAMPLE_SECONDS = 0.2  # the final event's packet counts are at most this old
 SHUTDOWN_GRACE_SECONDS = 3.0
 # Offer G.711 only: every carrier takes it and it keeps the INVITE small (under one UDP MTU).
 CODECS = ("PCMU/8000", "PCMA/8000")
@@ -109,6 +110,7 @@ class _Leg(pj.Call):
         self.sip_call_id = ""
         self.disconnected = False
         self.rtp: dict[str, int] = {}
+        self.rtp_sampled_at = 0.0
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         if self.agent is not None:
@@ -563,7 +565,8 @@ class SipAgent:
             leg = dial.leg
             if leg is None or leg.disconnected:
                 continue
-            if dial.answered_at is not None:
+            if dial.answered_at is not None and now - leg.rtp_sampled_at >= RTP_SAMPLE_SECONDS:
+                leg.rtp_sampled_at = now
                 self._sample_rtp(leg)
             if (
                 not dial.responded
