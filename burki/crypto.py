@@ -88,7 +88,7 @@ def secrets_rotate() -> int:
     rotated = 0
     for model in apps.get_models():
         for field in model._meta.concrete_fields:
-            if not isinstance(field, EncryptedJSONField):
+            if not isinstance(field, (EncryptedJSONField, EncryptedTextField)):
                 continue
             rows = model._base_manager.annotate(
                 token=Cast(field.attname, output_field=models.TextField())
@@ -99,3 +99,26 @@ def secrets_rotate() -> int:
                 fresh = models.Value(rotate(token), output_field=models.TextField())
                 rotated += rows.filter(pk=pk, token=token).update(**{field.attname: fresh})
     return rotated
+
+
+class EncryptedTextField(models.TextField):
+    """One secret string (a SIP password), stored as a Fernet token; "" stays "" (no secret)."""
+
+    description = "Encrypted text"
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> str:
+        if not value:
+            return ""
+        try:
+            return decrypt(value)
+        except InvalidToken as exc:
+            raise ImproperlyConfigured(
+                "A stored secret cannot be decrypted with FIELD_ENCRYPTION_KEYS "
+                "(was a key removed before its secrets were rotated?)."
+            ) from exc
+
+    def to_python(self, value: Any) -> str:
+        return value if isinstance(value, str) else ""
+
+    def get_prep_value(self, value: Any) -> str:
+        return encrypt(value) if value else ""

@@ -62,6 +62,13 @@ CACHES = {
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
 
+# BYO SIP trunks: `manage.py sip_agent` processes own the SIP stack. Web workers reach them on
+# these loopback control addresses (one per agent process; each carries at most 4 calls) and
+# prove themselves with SIP_AGENT_SECRET (derived from SECRET_KEY when unset).
+SIP_AGENTS = env.list("SIP_AGENTS", default=["127.0.0.1:5070"])
+SIP_AGENT_SECRET = env.str("SIP_AGENT_SECRET", default="")
+SIP_AGENT_TIMEOUT_SECONDS = env.float("SIP_AGENT_TIMEOUT_SECONDS", default=5.0)
+
 # Secrets at rest (provider tokens, private keys, SIP passwords) are Fernet-encrypted.
 # The first key encrypts; every key decrypts, so a new key is rotated in by putting it first.
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])

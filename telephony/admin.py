@@ -6,7 +6,7 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from telephony.models import PhoneNumber, ProviderAccount
+from telephony.models import PhoneNumber, ProviderAccount, SipTrunk
 from telephony.providers import REGISTRY, get_provider
 
 
@@ -133,3 +133,78 @@ class PhoneNumberAdmin(admin.ModelAdmin):
     list_select_related = ["organization", "provider_account", "assistant", "conversation_flow"]
     search_fields = ["number", "label", "organization__name"]
     raw_id_fields = ["organization", "provider_account", "assistant", "conversation_flow"]
+
+
+class SipTrunkForm(forms.ModelForm):
+    new_password = forms.CharField(
+        label="Password",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="For digest authentication. Stored encrypted and never shown again; "
+        "leave blank to keep the current one.",
+    )
+    clear_password = forms.BooleanField(
+        required=False, help_text="Remove the stored password (IP-authenticated trunk)."
+    )
+
+    class Meta:
+        model = SipTrunk
+        fields = [
+            "organization",
+            "name",
+            "gateway",
+            "transport",
+            "username",
+            "registers",
+            "priority",
+            "enabled",
+            "caller_id_format",
+        ]
+
+    def save(self, commit: bool = True) -> SipTrunk:
+        trunk: SipTrunk = super().save(commit=False)
+        if self.cleaned_data.get("new_password"):
+            trunk.password = self.cleaned_data["new_password"]
+        elif self.cleaned_data.get("clear_password"):
+            trunk.password = ""
+        if commit:
+            trunk.save()
+        return trunk
+
+
+@admin.register(SipTrunk)
+class SipTrunkAdmin(admin.ModelAdmin):
+    form = SipTrunkForm
+    # The password is never listed, searched or shown: only whether one is set.
+    list_display = [
+        "name",
+        "organization",
+        "gateway",
+        "transport",
+        "priority",
+        "enabled",
+        "registers",
+        "password_set",
+    ]
+    list_filter = ["enabled", "transport", "registers"]
+    list_select_related = ["organization"]
+    search_fields = ["name", "gateway", "organization__name"]
+    raw_id_fields = ["organization"]
+    fields = [
+        "organization",
+        "name",
+        "gateway",
+        "transport",
+        "username",
+        "new_password",
+        "clear_password",
+        "registers",
+        "priority",
+        "enabled",
+        "caller_id_format",
+    ]
+
+    @admin.display(description="Password", boolean=True)
+    def password_set(self, obj: SipTrunk) -> bool:
+        return bool(obj.password)

@@ -4,9 +4,10 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from phonenumber_field.modelfields import PhoneNumberField
 
-from burki.crypto import EncryptedJSONField
+from burki.crypto import EncryptedJSONField, EncryptedTextField
 from telephony.providers import get_provider, provider_choices
 from telephony.providers.base import Account
+from telephony.sip_numbers import CallerIdFormat, parse_gateway
 
 
 class ProviderAccount(models.Model):
@@ -104,5 +105,70 @@ class PhoneNumber(models.Model):
                 errors["provider_account"] = f"This is a {account.get_provider_display()} account."
         elif self.provider and not get_provider(self.provider).account_optional:
             errors["provider_account"] = "Numbers on this provider need a provider account."
+        if (
+            self.provider == "sip"
+            and org_id
+            and not SipTrunk.objects.filter(organization_id=org_id, enabled=True).exists()
+        ):
+            errors["provider"] = "Add an enabled SIP trunk for the organization first."
         if errors:
             raise ValidationError(errors)
+
+
+class SipTrunk(models.Model):
+    """An organization's own carrier or PBX, reached by the SIP agent (`manage.py sip_agent`).
+
+    Numbers with provider `sip` dial through their organization's enabled trunks, lowest priority
+    first, moving to the next trunk on a trunk-level failure (408/500/502/503/504, no response
+    from the gateway at all, a transport error) before anyone's phone rang.
+    """
+
+    class Transport(models.TextChoices):
+        UDP = "udp", "UDP"
+        TCP = "tcp", "TCP"
+
+    organization = models.ForeignKey(
+        "burki.Organization", on_delete=models.CASCADE, related_name="sip_trunks"
+    )
+    name = models.CharField(max_length=100)
+    gateway = models.CharField(
+        max_length=255,
+        help_text="host[:port] of the carrier's or PBX's SIP gateway, e.g. sip.example.net:5060.",
+    )
+    transport = models.CharField(max_length=3, choices=Transport.choices, default=Transport.UDP)
+    username = models.CharField(
+        max_length=100, blank=True, help_text="For digest authentication; blank: IP-authenticated."
+    )
+    password = EncryptedTextField(blank=True, editable=False)
+    registers = models.BooleanField(
+        default=False, help_text="Keep a REGISTER going with the gateway while the agent runs."
+    )
+    priority = models.PositiveSmallIntegerField(default=10, help_text="Lower is tried first.")
+    enabled = models.BooleanField(default=True)
+    caller_id_format = models.CharField(
+        max_length=12,
+        choices=CallerIdFormat.choices,
+        default=CallerIdFormat.E164,
+        help_text="How numbers are written in the From (caller ID) and the Request-URI.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["organization__name", "priority", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name"], name="sip_trunk_name_unique_per_org"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.gateway})"
+
+    def clean(self) -> None:
+        if not self.gateway:
+            return  # the field's own "cannot be blank" says it
+        try:
+            parse_gateway(self.gateway)
+        except ValueError as exc:
+            raise ValidationError({"gateway": str(exc)}) from None

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from telephony.models import PhoneNumber
+from telephony.models import PhoneNumber, SipTrunk
 
 
 def phone_number_for_organization(*, organization_id: int, number: str) -> PhoneNumber | None:
@@ -12,3 +12,17 @@ def phone_number_for_organization(*, organization_id: int, number: str) -> Phone
         .filter(organization_id=organization_id, number=number)
         .first()
     )
+
+
+def sip_trunks_for_organization(*, organization_id: int) -> list[SipTrunk]:
+    """The trunks a `sip` number of the organization dials through, in the order to try them."""
+    return list(
+        SipTrunk.objects.filter(organization_id=organization_id, enabled=True).order_by(
+            "priority", "id"
+        )
+    )
+
+
+def sip_trunks_registering() -> list[SipTrunk]:
+    """Every enabled trunk that asks to be registered, whoever owns it (for the SIP agents)."""
+    return list(SipTrunk.objects.filter(enabled=True, registers=True).order_by("priority", "id"))

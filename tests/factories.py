@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from assistants.models import Assistant, ConversationFlow
 from billing.models import Balance
 from burki.models import Organization
-from telephony.models import PhoneNumber, ProviderAccount
+from telephony.models import PhoneNumber, ProviderAccount, SipTrunk
 
 
 class OrganizationFactory(factory.django.DjangoModelFactory):
@@ -105,6 +105,17 @@ TELNYX_CONNECTION_ID = "1684641123236054244"
 TELNYX_API_KEY = "KEY0123456789ABCDEF_telnyx-test"
 VONAGE_APPLICATION_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
 VONAGE_SIGNATURE_SECRET = "vonage-signature-secret-0123456789abcdef"
+
+
+class SipTrunkFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = SipTrunk
+
+    organization = factory.SubFactory(OrganizationFactory)
+    name = factory.Sequence(lambda n: f"Trunk {n}")
+    gateway = "127.0.0.1:5060"
+    transport = "udp"
+    priority = factory.Sequence(lambda n: n)
 
 
 class PhoneNumberFactory(factory.django.DjangoModelFactory):

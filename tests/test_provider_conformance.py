@@ -34,11 +34,15 @@ import responses
 import respx
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from django.db import connection
+from django.test import override_settings
 from twilio.request_validator import RequestValidator
 
 from billing.models import Balance, LedgerEntry
 from calls.models import Call, CallEvent
-from telephony.models import PhoneNumber, ProviderAccount
+from telephony import sip_control
+from telephony.management.commands.sip_agent import Reporter
+from telephony.models import PhoneNumber, ProviderAccount, SipTrunk
+from telephony.providers.base import StatusEvent
 from tests.conftest import Tenant, assert_money_consistent
 from tests.factories import (
     TELNYX_API_KEY,
@@ -101,6 +105,9 @@ class Driver:
     failures: ClassVar[tuple[str, ...]] = ("4xx", "5xx", "timeout", "refused")
     # The states the lifecycle in `lifecycle()` records on the call's timeline.
     timeline: ClassVar[list[str]] = ["ringing", "in-progress", "completed"]
+    # Whether events of other legs of the call (a websocket, a transfer) reach us and must be
+    # told apart (a SIP agent reports only the legs it dialled for the call).
+    reports_other_legs: ClassVar[bool] = True
 
     def number(self, tenant: Tenant) -> PhoneNumber:
         return PhoneNumberFactory(
@@ -166,6 +173,7 @@ class SandboxDriver(Driver):
     dials_over_the_wire = False
     sends_webhooks = False
     plays_out_calls = False
+    reports_other_legs = False
     failures = ("4xx", "timeout")
 
     def number(self, tenant: Tenant) -> PhoneNumber:
@@ -571,7 +579,142 @@ class VonageDriver(Driver):
         return endpoint["uri"], endpoint["headers"]
 
 
-DRIVERS: list[Driver] = [SandboxDriver(), TwilioDriver(), TelnyxDriver(), VonageDriver()]
+# --- BYO SIP trunk: the web side asks a SIP agent over its loopback control channel ----------
+
+SIP_AGENT = "127.0.0.1:25078"
+SIP_SECRET = "conformance-sip-agent-secret"
+
+
+class _NoAgent:
+    """Where the reporter would send a hang-up; these cases never need one."""
+
+    def submit(self, fn: Any) -> None:
+        return None
+
+
+class SipDriver(Driver):
+    """The agent's control channel is the wire: a real ControlServer with scripted answers (the
+    real agent with PJSIP and SIPp is exercised in test_sip_calls.py). Events arrive the way the
+    agent delivers them, through its reporter, not as webhooks."""
+
+    name = "sip"
+    sends_webhooks = False
+    reports_other_legs = False
+    timeline = ["ringing", "in-progress", "completed"]
+    sip_call_id = "3c26e1f0a9b84d7e@burki-sip-agent"
+
+    def __init__(self) -> None:
+        self.answers: list[Any] = []
+        self.dialled: dict[str, Any] = {}
+
+    def number(self, tenant: Tenant) -> PhoneNumber:
+        SipTrunk.objects.create(
+            organization=tenant.organization, name="Carrier", gateway="sip.carrier.test"
+        )
+        return PhoneNumberFactory(organization=tenant.organization, number=FROM, provider="sip")
+
+    @contextmanager
+    def wire(self) -> Iterator[Wire]:
+        self.answers = []
+        wire = Wire(mock=None)
+
+        def handle(payload: dict[str, Any]) -> dict[str, Any]:
+            wire.sent.append(payload)
+            self.dialled = payload
+            answer = self.answers.pop(0)
+            if answer == "hang":
+                time.sleep(1.0)  # past SIP_AGENT_TIMEOUT_SECONDS: the web side gives up
+                return {"ok": True, "call_sid": "too-late"}
+            return answer
+
+        server = sip_control.ControlServer(SIP_AGENT, handle, SIP_SECRET)
+        server.start()
+        wire.mock = server
+        settings = {
+            "SIP_AGENTS": [SIP_AGENT],
+            "SIP_AGENT_SECRET": SIP_SECRET,
+            "SIP_AGENT_TIMEOUT_SECONDS": 0.3,
+        }
+        try:
+            with override_settings(**settings):
+                yield wire
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    def accept(self, wire: Wire) -> str:
+        self.answers.append({"ok": True, "call_sid": self.sip_call_id})
+        return self.sip_call_id
+
+    def fail(self, wire: Wire, kind: str) -> tuple[str, Failure]:
+        if kind == "4xx":
+            detail = "No SIP trunk took the call (Carrier: Unknown host)."
+            self.answers.append({"ok": False, "error": "refused", "detail": detail})
+            return TO, Failure(502, {"detail": detail})
+        if kind == "5xx":
+            self.answers.append({"ok": False, "error": "full", "detail": "This agent is full."})
+            detail = (
+                "Every SIP agent is carrying its limit of 4 simultaneous calls; try again shortly."
+            )
+            return TO, Failure(503, {"detail": detail})
+        if kind == "timeout":
+            self.answers.append("hang")
+            error = "The SIP agent did not answer in time; the call was not placed."
+            return TO, Failure(504, TIMED_OUT, error=error)
+        wire.mock.shutdown()  # refused: no agent listens
+        wire.mock.server_close()
+        detail = "No SIP agent is running to place the call."
+        return TO, Failure(503, {"detail": detail}, attempts=0)
+
+    def assert_placed(self, wire: Wire, call: Call) -> None:
+        (sent,) = wire.sent
+        assert sent == {
+            "op": "dial",
+            "call_id": str(call.pk),
+            "from_number": FROM,
+            "to_number": call.to_number,
+            "time_limit_seconds": call.time_limit_seconds,
+            "ring_timeout_seconds": 30,
+            "media": {"stream_url": MEDIA_STREAM_URL, "parameters": context_of(call)},
+        }
+
+    def event(self, call: Call, state: str, *, duration: int = 0, leg: str = "") -> Webhook:
+        body = {"state": state, "sip_call_id": leg or self.sip_call_id, "duration": duration}
+        return Webhook(body=json.dumps(body).encode(), content_type="application/json")
+
+    def lifecycle(self, call: Call) -> list[Webhook]:
+        # The agent reports from the first 180 on; "initiated" is the dial's own answer.
+        return [self.event(call, state) for state in ("ringing", "in-progress")]
+
+    def report(self, client, call: Call, webhook: Webhook) -> tuple[int, Any]:
+        data = json.loads(webhook.body)
+        event = StatusEvent(
+            state=data["state"],
+            provider_call_id=data["sip_call_id"],
+            duration_seconds=data["duration"] if data["state"] == "completed" else None,
+            reason="callee hung up (BYE)" if data["state"] == "completed" else "",
+            raw={"sip_call_id": data["sip_call_id"], "trunk": "Carrier"},
+        )
+        return 200, {"detail": Reporter(agent=_NoAgent()).apply(str(call.pk), event)}
+
+    def hand_over(self, client, call: Call) -> tuple[str, dict[str, str]]:
+        # What the agent is handed for the answered call: the stream and its parameters.
+        media = self.dialled["media"]
+        return media["stream_url"], media["parameters"]
+
+    def sign(
+        self, url: str, webhook: Webhook, *, forged: bool = False, age: int = 0
+    ) -> dict[str, str]:
+        return {"Authorization": "Bearer forged"} if forged else {}
+
+
+DRIVERS: list[Driver] = [
+    SandboxDriver(),
+    TwilioDriver(),
+    TelnyxDriver(),
+    VonageDriver(),
+    SipDriver(),
+]
 
 
 def drivers(*, where: str | None = None) -> list[Any]:
@@ -836,6 +979,7 @@ def test_a_status_for_an_unknown_call_is_acknowledged_and_ignored(
     assert Call.objects.count() == 0 and CallEvent.objects.count() == 0
 
 
+@pytest.mark.parametrize("driver", drivers(where="reports_other_legs"))
 def test_an_event_for_another_leg_changes_nothing(
     client, tenant: Tenant, driver: Driver, placed: Call
 ) -> None:

@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "twilio": "telephony.providers.twilio.TwilioProvider",
     "telnyx": "telephony.providers.telnyx.TelnyxProvider",
     "vonage": "telephony.providers.vonage.VonageProvider",
+    "sip": "telephony.providers.sip.SipProvider",
 }
 
 LABELS: dict[str, str] = {
@@ -24,6 +25,7 @@ LABELS: dict[str, str] = {
     "twilio": "Twilio",
     "telnyx": "Telnyx",
     "vonage": "Vonage",
+    "sip": "BYO SIP trunk",
 }
 
 

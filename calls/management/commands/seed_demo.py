@@ -3,7 +3,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from assistants.models import Assistant, ConversationFlow
@@ -11,7 +12,7 @@ from billing.models import Balance
 from billing.services import balance_adjust, balance_top_up
 from burki.models import ApiKey, Organization
 from burki.services import api_key_create, api_key_revoke
-from telephony.models import PhoneNumber
+from telephony.models import PhoneNumber, SipTrunk
 
 DEMO_FUNDS_CENTS = 5_000  # $50.00 at the default 10 cents a minute: 500 minutes
 
@@ -59,11 +60,31 @@ def _drain(org: Organization) -> None:
         balance_adjust(organization=org, amount_cents=-spare, memo="demo: broke organization")
 
 
+def _sip_number(org: Organization, gateway: str) -> PhoneNumber:
+    trunk, _ = SipTrunk.objects.update_or_create(
+        organization=org,
+        name="Acme demo trunk",
+        defaults={"gateway": gateway, "transport": "udp", "priority": 10, "enabled": True},
+    )
+    try:
+        trunk.full_clean()
+    except ValidationError as exc:
+        raise CommandError(f"--sip-gateway: {'; '.join(exc.messages)}") from None
+    assistant = _assistant(org, "Acme SIP", "Hello, Acme calling over our own SIP trunk.")
+    return _number(org, "+15551234570", label="Acme SIP", provider="sip", assistant=assistant)
+
+
 class Command(BaseCommand):
     help = "Create or refresh the demo data set (sandbox provider) and print its keys and ids."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+        parser.add_argument(
+            "--sip-gateway",
+            metavar="HOST:PORT",
+            help="Also give Acme a SIP trunk to this gateway and a number on it "
+            "(sip_phone_number); calls from it go through `manage.py sip_agent`.",
+        )
 
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
@@ -104,6 +125,8 @@ class Command(BaseCommand):
             "broke_api_key": _fresh_key(initech),
             "broke_phone_number": str(broke.number),
         }
+        if options["sip_gateway"]:
+            data["sip_phone_number"] = str(_sip_number(acme, options["sip_gateway"]).number)
         if options["json"]:
             self.stdout.write(json.dumps(data))
         else:

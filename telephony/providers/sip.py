@@ -1,0 +1,118 @@
+"""BYO SIP trunk: the organization's own carrier or PBX, spoken to by our own SIP stack.
+
+This module runs in web workers and never loads the SIP stack: it asks a `manage.py sip_agent`
+process over the loopback control channel (telephony.sip_control) to dial. The agent picks the
+organization's trunks, sends the INVITE, answers with its SIP Call-ID (our call_sid) and from
+then on reports the call's states itself; SIP has no webhooks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from django.conf import settings
+
+from telephony import sip_control
+from telephony.providers.base import (
+    Account,
+    CallContext,
+    OutboundCall,
+    PlacedCallQuery,
+    Provider,
+    ProviderError,
+    StatusEvent,
+    WebhookAnswer,
+    WebhookRejected,
+    WebhookRequest,
+)
+
+logger = logging.getLogger(__name__)
+
+CALLS_PER_AGENT = 4  # the PyPI pjsua2 wheel's compile-time PJSUA_MAX_CALLS
+
+
+class SipProvider(Provider):
+    name = "sip"
+    label = "BYO SIP trunk"
+    # The credentials live on the organization's SipTrunks, which the agent reads.
+    account_optional = True
+
+    def place_call(self, call: OutboundCall, account: Account) -> str:
+        payload = {
+            "op": "dial",
+            "call_id": call.call_id,
+            "from_number": call.from_number,
+            "to_number": call.to_number,
+            "time_limit_seconds": call.time_limit_seconds,
+            "ring_timeout_seconds": call.ring_timeout_seconds,
+            "media": json.loads(self.answer(call.context, call.media_stream_url).body),
+        }
+        full = refused = 0
+        for address in settings.SIP_AGENTS:
+            try:
+                answer = sip_control.request(
+                    address, payload, timeout=settings.SIP_AGENT_TIMEOUT_SECONDS
+                )
+            except sip_control.AgentUnreachable as exc:
+                logger.warning("sip agent %s unreachable: %s", address, exc)
+                continue
+            except sip_control.AgentTimedOut as exc:
+                # Not retried elsewhere: this agent may have dialled already.
+                raise ProviderError(
+                    "The SIP agent did not answer in time; the call was not placed.", timeout=True
+                ) from exc
+            if answer.get("ok"):
+                return str(answer["call_sid"])
+            if answer.get("error") == "full":
+                full += 1
+                continue
+            if answer.get("error") == "unauthorized":
+                logger.error("sip agent %s refused our SIP_AGENT_SECRET", address)
+                refused += 1
+                continue
+            raise ProviderError(str(answer.get("detail") or "The SIP agent refused the call."))
+        if full:
+            raise ProviderError(
+                f"Every SIP agent is carrying its limit of {CALLS_PER_AGENT} simultaneous calls; "
+                "try again shortly.",
+                unavailable=True,
+            )
+        if refused:
+            raise ProviderError(
+                "No SIP agent accepted this server's credentials.", unavailable=True
+            )
+        raise ProviderError("No SIP agent is running to place the call.", unavailable=True)
+
+    def find_calls(self, query: PlacedCallQuery, account: Account) -> list[StatusEvent]:
+        """Asks every agent whether it is placing the call. The agents report a call's states
+        themselves from the first 180 on, so one still `queued` is only ever one being dialled
+        right now or one never dialled."""
+        found: list[StatusEvent] = []
+        for address in settings.SIP_AGENTS:
+            try:
+                answer = sip_control.request(
+                    address,
+                    {"op": "find", "call_id": query.call_id},
+                    timeout=settings.SIP_AGENT_TIMEOUT_SECONDS,
+                )
+            except (sip_control.AgentUnreachable, sip_control.AgentTimedOut) as exc:
+                raise ProviderError(f"SIP agent {address} could not be asked.") from exc
+            if not answer.get("ok"):
+                raise ProviderError(f"SIP agent {address} could not be asked.")
+            found += [
+                StatusEvent(state=c["state"], provider_call_id=c["sip_call_id"])
+                for c in answer["calls"]
+            ]
+        return found
+
+    def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
+        # The agent reports through the calls services directly; nobody may speak for it by HTTP.
+        raise WebhookRejected("SIP calls send no webhooks.")
+
+    def parse_status(self, request: WebhookRequest) -> StatusEvent | None:
+        return None
+
+    def answer(self, context: CallContext, media_stream_url: str) -> WebhookAnswer:
+        body = {"stream_url": media_stream_url, "parameters": context.as_parameters()}
+        return WebhookAnswer(body=json.dumps(body), content_type="application/json")

@@ -1,0 +1,653 @@
+"""The SIP agent: one process, one thread owning PJSIP (the `pjsua2-python` wheel).
+
+Only `manage.py sip_agent` imports this module; web workers never load the SIP stack.
+
+PJSIP runs in polling mode (no worker threads of its own): the owner thread loops on
+`libHandleEvents`, runs the commands other threads queued with `submit`, and enforces the ring
+time-outs and time limits. Every pjsua2 object is created, used and released on that thread,
+because PJSIP aborts the whole process (a C assert, not an exception) when it is touched from a
+thread it does not know, and that includes a Call object being freed on one. What the agent
+learns about a call leaves as plain `StatusEvent`s through the `report` callback; it never
+waits on a database.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pjsua2 as pj
+
+from telephony.providers.base import StatusEvent
+from telephony.sip_numbers import format_number
+from telephony.states import CallState
+
+logger = logging.getLogger(__name__)
+
+MAX_CALLS = 4  # the wheel's compile-time PJSUA_MAX_CALLS: a fifth makeCall fails
+# PJSUA_MAX_ACC: a ninth account is not an error but a C assert that kills the process, so the
+# agent counts its accounts (one per INVITE, for its From) and never asks for a ninth.
+MAX_ACCOUNTS = 8
+# Accounts left for trunks that register once every call slot has its own.
+MAX_REGISTRATIONS = MAX_ACCOUNTS - MAX_CALLS
+REGISTRATION_SECONDS = 300
+PJ_ETOOMANY = 70010
+# Trunk-level failures: the next trunk may well succeed where this one could not.
+FAILOVER_CODES = frozenset({408, 500, 502, 503, 504})
+GC_INTERVAL_SECONDS = 5.0
+RTP_SAMPLE_SECONDS = 0.2  # the final event's packet counts are at most this old
+SHUTDOWN_GRACE_SECONDS = 3.0
+# Offer G.711 only: every carrier takes it and it keeps the INVITE small (under one UDP MTU).
+CODECS = ("PCMU/8000", "PCMA/8000")
+
+T = TypeVar("T")
+
+
+class AgentFull(Exception):
+    """Every call slot of this process is taken."""
+
+
+class AgentStopping(Exception):
+    """The agent is shutting down and takes no new work."""
+
+
+class DialRefused(Exception):
+    """No trunk would even take the INVITE (unresolvable host, no transport, ...)."""
+
+
+@dataclass(frozen=True)
+class TrunkTarget:
+    id: int
+    name: str
+    host: str
+    port: int | None
+    transport: str  # "udp" | "tcp"
+    username: str
+    password: str = field(repr=False)
+    caller_id_format: str = "e164"
+
+    def uri(self, user: str) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f":{self.port}" if self.port else ""
+        suffix = ";transport=tcp" if self.transport == "tcp" else ""
+        return f"sip:{user}@{host}{port}{suffix}"
+
+
+@dataclass(frozen=True)
+class DialRequest:
+    call_id: str  # ours (the Call's id), not SIP's
+    from_number: str
+    to_number: str
+    time_limit_seconds: int
+    ring_timeout_seconds: int
+    trunks: tuple[TrunkTarget, ...]
+    media: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Attempt:
+    trunk: str
+    sip_call_id: str = ""
+    sip_status: int | None = None
+    sip_reason: str = ""
+
+
+class _Leg(pj.Call):
+    """One INVITE dialog through one trunk. Callbacks run on the owner thread (polling mode)."""
+
+    def __init__(self, account: pj.Account, agent: SipAgent, dial: _Dial) -> None:
+        super().__init__(account)
+        self.account: pj.Account | None = account  # must outlive the call
+        self.agent: SipAgent | None = agent
+        self.dial: _Dial | None = dial
+        self.sip_call_id = ""
+        self.disconnected = False
+        self.rtp: dict[str, int] = {}
+        self.rtp_sampled_at = 0.0
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        if self.agent is not None:
+            self.agent._leg_state(self)
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        if self.agent is not None:
+            self.agent._leg_media(self)
+
+    def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
+        # A 100 Trying moves no INVITE-session state, but it proves the gateway is alive.
+        tsx = prm.e.body.tsxState.tsx
+        if self.dial is not None and tsx.method == "INVITE" and tsx.statusCode >= 100:
+            self.dial.responded = True
+
+
+@dataclass(eq=False)
+class _Dial:
+    """One of our calls across its trunk attempts."""
+
+    request: DialRequest
+    trunk_index: int = 0
+    leg: _Leg | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    ringing: bool = False
+    answered_at: float | None = None
+    deadline: float = 0.0
+    hangup_reason: str = ""
+    hangup_state: str = ""
+    responded: bool = False  # any response at all to this attempt's INVITE
+    response_deadline: float = 0.0
+    no_response: bool = False
+
+    @property
+    def trunk(self) -> TrunkTarget:
+        return self.request.trunks[self.trunk_index]
+
+
+class _Registration(pj.Account):
+    """A trunk's REGISTER binding, refreshed by PJSIP for as long as the account lives."""
+
+    def __init__(self, trunk: TrunkTarget) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.state = ""
+
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        self.state = f"{prm.code} {prm.reason}".strip()
+        log = logger.info if 200 <= prm.code < 300 else logger.warning
+        log("trunk %s: REGISTER %s", self.trunk.name, self.state)
+
+
+class SipAgent:
+    def __init__(
+        self,
+        *,
+        report: Callable[[str, StatusEvent], None],
+        sip_host: str = "0.0.0.0",  # noqa: S104 - the SIP side must be reachable by the trunk
+        sip_port: int = 5060,
+        rtp_port: int = 4000,
+        public_host: str = "",
+        log_level: int = 1,
+        trunk_response_timeout: float = 5.0,
+    ) -> None:
+        self._report = report
+        self._sip_host = sip_host
+        self._sip_port = sip_port
+        self._rtp_port = rtp_port
+        self._public_host = public_host
+        self._log_level = log_level
+        self._trunk_response_timeout = trunk_response_timeout
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._dials: dict[str, _Dial] = {}
+        self._legs: set[_Leg] = set()
+        self._ended: list[_Leg] = []
+        self._retry: list[_Dial] = []
+        self._stopping = False
+        self._owner: threading.Thread | None = None
+        self._ep: pj.Endpoint | None = None
+        self._transports: dict[str, int] = {}
+        self._accounts = 0
+        self._registrations: dict[int, _Registration] = {}
+
+    # ---- any thread -------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        """Run `fn` on the owner thread; the Future carries its result or exception."""
+        future: Future[T] = Future()
+        if self._stopping:
+            future.set_exception(AgentStopping("The SIP agent is shutting down."))
+        else:
+            self._commands.put((fn, future))
+        return future
+
+    # ---- owner thread -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._owner = threading.current_thread()
+        ep = pj.Endpoint()
+        ep.libCreate()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0  # polling mode: every callback runs inside libHandleEvents
+        cfg.uaConfig.maxCalls = MAX_CALLS
+        cfg.uaConfig.userAgent = "burki-sip-agent"
+        cfg.medConfig.threadCnt = 0
+        cfg.logConfig.level = self._log_level
+        cfg.logConfig.consoleLevel = self._log_level
+        ep.libInit(cfg)
+        for name, kind in (("udp", pj.PJSIP_TRANSPORT_UDP), ("tcp", pj.PJSIP_TRANSPORT_TCP)):
+            tcfg = pj.TransportConfig()
+            tcfg.port = self._sip_port
+            tcfg.boundAddress = "" if self._sip_host == "0.0.0.0" else self._sip_host  # noqa: S104
+            if self._public_host:
+                tcfg.publicAddress = self._public_host
+            self._transports[name] = ep.transportCreate(kind, tcfg)
+        ep.audDevManager().setNullDev()  # the wheel has no sound device; RTP still flows
+        for codec in ep.codecEnum2():
+            ep.codecSetPriority(codec.codecId, 0)
+        for priority, codec_id in zip((255, 254), CODECS, strict=True):
+            ep.codecSetPriority(codec_id, priority)
+        ep.libStart()
+        self._ep = ep
+        # Cyclic garbage collection could free a pjsua2 object on another thread: collect only
+        # here, on a schedule (see run()).
+        gc.disable()
+        logger.info(
+            "sip agent: SIP on %s:%s (udp, tcp), RTP from port %s, %s calls at most",
+            self._sip_host,
+            self._sip_port,
+            self._rtp_port,
+            MAX_CALLS,
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        assert self._ep is not None, "start() first"
+        next_gc = time.monotonic() + GC_INTERVAL_SECONDS
+        while not stop.is_set():
+            self._ep.libHandleEvents(10)
+            self._drain_commands()
+            self._run_retries()
+            self._enforce_deadlines()
+            self._release_ended()
+            if time.monotonic() >= next_gc:
+                gc.collect()
+                next_gc = time.monotonic() + GC_INTERVAL_SECONDS
+        self._shutdown()
+
+    @property
+    def live_calls(self) -> int:
+        return sum(1 for leg in self._legs if not leg.disconnected)
+
+    def dial(self, request: DialRequest) -> str:
+        """Send the INVITE through the first trunk that takes it; returns its SIP Call-ID."""
+        if request.call_id in self._dials:
+            raise DialRefused("This call is already being dialled.")
+        if not request.trunks:
+            raise DialRefused("The organization has no enabled SIP trunk.")
+        if self.live_calls >= MAX_CALLS:
+            raise AgentFull()
+        dial = _Dial(request=request)
+        while True:
+            try:
+                leg = self._invite(dial)
+            except pj.Error as exc:
+                dial.attempts.append(Attempt(dial.trunk.name, sip_reason=exc.reason))
+                if dial.trunk_index + 1 >= len(request.trunks):
+                    refused = "; ".join(f"{a.trunk}: {a.sip_reason}" for a in dial.attempts)
+                    raise DialRefused(f"No SIP trunk took the call ({refused}).") from None
+                dial.trunk_index += 1
+                continue
+            self._dials[request.call_id] = dial
+            return leg.sip_call_id
+
+    def find(self, call_id: str) -> list[dict[str, str]]:
+        """Whether this agent is placing the call: its state and first Call-ID (the call_sid)."""
+        dial = self._dials.get(call_id)
+        if dial is None:
+            return []
+        if dial.answered_at is not None:
+            state = CallState.IN_PROGRESS
+        else:
+            state = CallState.RINGING if dial.ringing else CallState.INITIATED
+        first = dial.attempts[0].sip_call_id if dial.attempts else ""
+        return [{"state": state, "sip_call_id": first}]
+
+    def hangup(self, call_id: str, reason: str) -> bool:
+        dial = self._dials.get(call_id)
+        if dial is None or dial.leg is None or dial.leg.disconnected:
+            return False
+        self._hang_up(dial, reason)
+        return True
+
+    def sync_registrations(self, trunks: tuple[TrunkTarget, ...]) -> dict[str, str]:
+        """Register exactly these trunks (new or changed ones afresh); returns their states."""
+        wanted = {trunk.id: trunk for trunk in trunks[:MAX_REGISTRATIONS]}
+        if len(trunks) > MAX_REGISTRATIONS:
+            logger.warning(
+                "only %s registering trunks per agent; not registering %s",
+                MAX_REGISTRATIONS,
+                ", ".join(t.name for t in trunks[MAX_REGISTRATIONS:]),
+            )
+        for trunk_id, registration in list(self._registrations.items()):
+            if wanted.get(trunk_id) != registration.trunk:
+                del self._registrations[trunk_id]
+                registration.shutdown()  # sends the un-REGISTER
+                self._accounts -= 1
+        for trunk_id, trunk in wanted.items():
+            if trunk_id in self._registrations or self._accounts >= MAX_ACCOUNTS:
+                continue
+            registration = _Registration(trunk)
+            acfg = self._account_config(trunk, trunk.username or "burki")
+            host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
+            port = f":{trunk.port}" if trunk.port else ""
+            suffix = ";transport=tcp" if trunk.transport == "tcp" else ""
+            acfg.regConfig.registrarUri = f"sip:{host}{port}{suffix}"
+            acfg.regConfig.timeoutSec = REGISTRATION_SECONDS
+            registration.create(acfg)
+            self._accounts += 1
+            self._registrations[trunk_id] = registration
+        return {r.trunk.name: r.state for r in self._registrations.values()}
+
+    # ---- internals (owner thread) -----------------------------------------------------------
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                fn, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def _account(self, dial: _Dial) -> pj.Account:
+        self._release_ended()
+        if self._accounts >= MAX_ACCOUNTS:
+            raise AgentFull()
+        trunk = dial.trunk
+        acfg = self._account_config(
+            trunk, format_number(dial.request.from_number, trunk.caller_id_format)
+        )
+        # A SIP-level session keep-alive is the trunk's business; ours is the time limit.
+        account = pj.Account()
+        account.create(acfg)
+        self._accounts += 1
+        return account
+
+    def _account_config(self, trunk: TrunkTarget, user: str) -> pj.AccountConfig:
+        acfg = pj.AccountConfig()
+        acfg.idUri = trunk.uri(user)
+        acfg.regConfig.registrarUri = ""  # calls go out without one; see sync_registrations
+        acfg.sipConfig.transportId = self._transports[trunk.transport]
+        if trunk.username:
+            acfg.sipConfig.authCreds.append(
+                pj.AuthCredInfo("digest", "*", trunk.username, 0, trunk.password)
+            )
+        acfg.mediaConfig.transportConfig.port = self._rtp_port
+        acfg.mediaConfig.transportConfig.portRange = MAX_CALLS * 2 * 4
+        if self._sip_host != "0.0.0.0":  # noqa: S104
+            acfg.mediaConfig.transportConfig.boundAddress = self._sip_host
+        if self._public_host:
+            acfg.mediaConfig.transportConfig.publicAddress = self._public_host
+        return acfg
+
+    def _invite(self, dial: _Dial) -> _Leg:
+        trunk = dial.trunk
+        account = self._account(dial)
+        leg = _Leg(account, self, dial)
+        dial.leg = leg
+        self._legs.add(leg)  # before makeCall: its callbacks may run inside it
+        uri = trunk.uri(format_number(dial.request.to_number, trunk.caller_id_format))
+        try:
+            leg.makeCall(uri, pj.CallOpParam(True))
+        except pj.Error as exc:
+            self._legs.discard(leg)
+            dial.leg = None
+            self._release(leg)
+            if exc.status == PJ_ETOOMANY:
+                raise AgentFull() from None
+            raise
+        leg.sip_call_id = leg.getInfo().callIdString
+        dial.attempts.append(Attempt(trunk.name, leg.sip_call_id))
+        now = time.monotonic()
+        dial.deadline = now + dial.request.ring_timeout_seconds
+        dial.responded = dial.no_response = False
+        dial.response_deadline = now + self._trunk_response_timeout
+        logger.info(
+            "call %s: INVITE %s via trunk %s (Call-ID %s)",
+            dial.request.call_id,
+            uri,
+            trunk.name,
+            leg.sip_call_id,
+        )
+        return leg
+
+    def _leg_state(self, leg: _Leg) -> None:
+        dial = leg.dial
+        if dial is None or leg.disconnected:
+            return
+        info = leg.getInfo()
+        if not leg.sip_call_id:
+            leg.sip_call_id = info.callIdString
+        base = {"sip_call_id": leg.sip_call_id, "trunk": dial.trunk.name}
+        if info.state == pj.PJSIP_INV_STATE_EARLY and not dial.ringing:
+            if info.lastStatusCode in (180, 183):
+                dial.ringing = True
+                raw = {**base, "sip_status": info.lastStatusCode, "sip_reason": info.lastReason}
+                self._emit(dial, CallState.RINGING, raw=raw)
+        elif info.state == pj.PJSIP_INV_STATE_CONFIRMED and dial.answered_at is None:
+            dial.answered_at = time.monotonic()
+            dial.deadline = dial.answered_at + dial.request.time_limit_seconds
+            media = {
+                "stream_url": dial.request.media.get("stream_url", ""),
+                "bridged": False,  # see the README: RTP is kept up, audio is not bridged yet
+            }
+            self._emit(dial, CallState.IN_PROGRESS, raw={**base, "media": media})
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            leg.disconnected = True
+            self._ended.append(leg)
+            code, reason = info.lastStatusCode, info.lastReason
+            if dial.no_response:
+                code, reason = 408, f"No response within {self._trunk_response_timeout:g} s"
+            attempt = dial.attempts[-1] if dial.attempts else Attempt(dial.trunk.name)
+            attempt.sip_status = code
+            attempt.sip_reason = reason
+            duration = info.connectDuration.sec + (1 if info.connectDuration.msec >= 500 else 0)
+            self._after_disconnect(dial, leg, code, reason, duration)
+
+    def _leg_media(self, leg: _Leg) -> None:
+        # Keep RTP flowing both ways: the null device's silence goes out, what comes in is
+        # consumed. Nothing is bridged to the assistant's media stream yet (see the README).
+        try:
+            audio = leg.getAudioMedia(-1)
+        except pj.Error:
+            return
+        assert self._ep is not None
+        manager = self._ep.audDevManager()
+        manager.getCaptureDevMedia().startTransmit(audio)
+        audio.startTransmit(manager.getPlaybackDevMedia())
+
+    def _after_disconnect(
+        self, dial: _Dial, leg: _Leg, code: int, reason: str, duration: int
+    ) -> None:
+        status = f"{code} {reason}".strip()
+        if dial.answered_at is not None:
+            why = dial.hangup_reason or "callee hung up (BYE)"
+            self._finish(dial, CallState.COMPLETED, why, leg, code, reason, duration)
+        elif dial.hangup_reason:
+            self._finish(dial, dial.hangup_state, dial.hangup_reason, leg, code, reason)
+        elif (
+            code in FAILOVER_CODES
+            and not dial.ringing
+            and not self._stopping
+            and dial.trunk_index + 1 < len(dial.request.trunks)
+        ):
+            logger.info(
+                "call %s: trunk %s failed (%s), trying the next trunk",
+                dial.request.call_id,
+                dial.trunk.name,
+                status,
+            )
+            dial.trunk_index += 1
+            dial.leg = None
+            self._retry.append(dial)  # from the loop, not from inside PJSIP's callback
+        elif code in (486, 600):
+            self._finish(dial, CallState.BUSY, status, leg, code, reason)
+        elif code in (480, 487) or (code == 408 and dial.ringing):
+            self._finish(dial, CallState.NO_ANSWER, status, leg, code, reason)
+        else:
+            self._finish(dial, CallState.FAILED, status, leg, code, reason)
+
+    def _finish(
+        self,
+        dial: _Dial,
+        state: str,
+        why: str,
+        leg: _Leg | None,
+        code: int | None = None,
+        reason: str = "",
+        duration: int = 0,
+    ) -> None:
+        raw: dict[str, Any] = {
+            "sip_call_id": leg.sip_call_id if leg else "",
+            "trunk": dial.trunk.name,
+            "sip_status": code,
+            "sip_reason": reason,
+            "attempts": [vars(a) for a in dial.attempts],
+        }
+        if leg is not None and leg.rtp:
+            raw["rtp"] = dict(leg.rtp)
+        self._dials.pop(dial.request.call_id, None)
+        self._emit(
+            dial,
+            state,
+            raw=raw,
+            reason=why,
+            duration=duration if state == CallState.COMPLETED else 0,
+        )
+
+    def _emit(
+        self, dial: _Dial, state: str, *, raw: dict[str, Any], reason: str = "", duration: int = 0
+    ) -> None:
+        event = StatusEvent(
+            state=state,
+            provider_call_id=str(raw.get("sip_call_id") or ""),
+            duration_seconds=duration if state == CallState.COMPLETED else None,
+            reason=reason,
+            raw=raw,
+        )
+        logger.info("call %s: %s %s", dial.request.call_id, state, reason)
+        self._report(dial.request.call_id, event)
+
+    def _run_retries(self) -> None:
+        while self._retry:
+            dial = self._retry.pop(0)
+            while True:
+                try:
+                    self._invite(dial)
+                    break
+                except AgentFull:
+                    self._finish(dial, CallState.FAILED, "The SIP agent is full.", None)
+                    break
+                except pj.Error as exc:
+                    dial.attempts.append(Attempt(dial.trunk.name, sip_reason=exc.reason))
+                    if dial.trunk_index + 1 >= len(dial.request.trunks):
+                        last = dial.attempts[-2] if len(dial.attempts) > 1 else dial.attempts[-1]
+                        why = f"{last.sip_status or ''} {last.sip_reason}".strip()
+                        self._finish(dial, CallState.FAILED, why, None)
+                        break
+                    dial.trunk_index += 1
+
+    def _hang_up(self, dial: _Dial, reason: str, state: str = CallState.CANCELED) -> None:
+        leg = dial.leg
+        if leg is None or leg.disconnected or dial.hangup_reason:
+            return
+        answered = dial.answered_at is not None
+        dial.hangup_reason = f"{reason} ({'BYE' if answered else 'CANCEL'} sent)"
+        dial.hangup_state = CallState.COMPLETED if answered else state
+        try:
+            leg.hangup(pj.CallOpParam())
+        except pj.Error as exc:
+            logger.warning("call %s: hang-up failed: %s", dial.request.call_id, exc.reason)
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for dial in list(self._dials.values()):
+            leg = dial.leg
+            if leg is None or leg.disconnected:
+                continue
+            if dial.answered_at is not None and now - leg.rtp_sampled_at >= RTP_SAMPLE_SECONDS:
+                leg.rtp_sampled_at = now
+                self._sample_rtp(leg)
+            if (
+                not dial.responded
+                and not dial.no_response
+                and not dial.hangup_reason
+                and now >= dial.response_deadline
+            ):
+                # Silence from the gateway (down, firewalled, wrong port): PJSIP itself would
+                # wait out Timer B (32 s). Give up on this trunk now and let failover decide.
+                dial.no_response = True
+                try:
+                    leg.hangup(pj.CallOpParam())
+                except pj.Error as exc:
+                    logger.warning("call %s: hang-up failed: %s", dial.request.call_id, exc.reason)
+                continue
+            if dial.hangup_reason or now < dial.deadline:
+                continue
+            if dial.answered_at is None:
+                limit = dial.request.ring_timeout_seconds
+                self._hang_up(dial, f"no answer within {limit} s", CallState.NO_ANSWER)
+            else:
+                self._hang_up(dial, f"time limit of {dial.request.time_limit_seconds} s reached")
+
+    def _sample_rtp(self, leg: _Leg) -> None:
+        try:
+            stat = leg.getStreamStat(0)
+        except pj.Error:
+            return
+        leg.rtp = {"packets_sent": stat.rtcp.txStat.pkt, "packets_received": stat.rtcp.rxStat.pkt}
+
+    def _release_ended(self) -> None:
+        while self._ended:
+            leg = self._ended.pop()
+            self._legs.discard(leg)
+            self._release(leg)
+
+    def _release(self, leg: _Leg) -> None:
+        # Drop every reference here, on the owner thread, so the Call is freed here too.
+        account = leg.account
+        if leg.dial is not None and leg.dial.leg is leg:
+            leg.dial.leg = None
+        leg.account = leg.agent = leg.dial = None
+        del leg
+        if account is not None:
+            account.shutdown()
+            self._accounts -= 1
+
+    def _shutdown(self) -> None:
+        """Hang up what we hold, wait briefly for the far ends, and report every call's end."""
+        self._stopping = True
+        self._drain_commands_refusing()
+        for call_id in list(self._dials):
+            self._hang_up(self._dials[call_id], "agent shut down")
+        assert self._ep is not None
+        grace = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+        while self.live_calls and time.monotonic() < grace:
+            self._ep.libHandleEvents(10)
+        self._retry.clear()
+        for call_id in list(self._dials):
+            self._record_unconfirmed_end(self._dials[call_id])
+        self._ended.extend(self._legs)
+        self._release_ended()
+        self.sync_registrations(())
+        # No local name may keep a Call alive past libDestroy: freeing it then aborts.
+        gc.collect()
+        self._ep.libDestroy()
+        self._ep = None
+        gc.enable()
+
+    def _record_unconfirmed_end(self, dial: _Dial) -> None:
+        # The far end never confirmed our CANCEL/BYE in time: record the end ourselves.
+        state = CallState.COMPLETED if dial.answered_at is not None else CallState.CANCELED
+        why = dial.hangup_reason or "agent shut down"
+        duration = int(time.monotonic() - dial.answered_at) if dial.answered_at else 0
+        self._finish(dial, state, why, dial.leg, duration=duration)
+
+    def _drain_commands_refusing(self) -> None:
+        while True:
+            try:
+                _, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(AgentStopping("The SIP agent is shutting down."))
