@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from django.conf import settings
 from rest_framework import serializers
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.models import LedgerEntry
 from billing.selectors import balance_for_organization, ledger_for_organization
+from burki.pagination import NewestFirstCursorPagination
 
 
 class BalanceApi(APIView):
@@ -37,11 +37,8 @@ class BalanceApi(APIView):
         return Response(self.OutputSerializer(data).data)
 
 
-class LedgerPagination(CursorPagination):
-    ordering = ("-created_at", "-id")
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
+class LedgerPagination(NewestFirstCursorPagination):
+    items = "Entries"
 
 
 class LedgerApi(APIView):
