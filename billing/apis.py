@@ -1,26 +1,52 @@
 from __future__ import annotations
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.models import LedgerEntry
 from billing.selectors import balance_for_organization, ledger_for_organization
+from burki.pagination import NewestFirstCursorPagination
+from burki.schema import (
+    AUTHENTICATION_ERRORS,
+    RETRY_AFTER,
+    WWW_AUTHENTICATE,
+    error_response,
+    rate_limited,
+)
 
 
 class BalanceApi(APIView):
     """GET /billing/balance: your organization's money, in integer minor units."""
 
+    @extend_schema_serializer(component_name="Balance")
     class OutputSerializer(serializers.Serializer):
-        balance_cents = serializers.IntegerField()
+        balance_cents = serializers.IntegerField(
+            help_text="Everything paid in, less everything charged."
+        )
         reserved_cents = serializers.IntegerField(help_text="Held for calls in progress.")
         available_cents = serializers.IntegerField(help_text="What new calls can spend.")
-        currency = serializers.CharField()
-        rate_cents_per_minute = serializers.IntegerField()
+        currency = serializers.CharField(help_text="ISO 4217 code of every amount, e.g. `USD`.")
+        rate_cents_per_minute = serializers.IntegerField(
+            help_text="What a minute of a call costs your organization."
+        )
 
+    @extend_schema(
+        operation_id="billing_balance_retrieve",
+        summary="Retrieve your balance",
+        description=(
+            "Your organization's balance in integer minor units (cents for USD). "
+            "`available_cents` is `balance_cents` less `reserved_cents`, the money held for "
+            "calls in progress; a call is refused with a 402 when it does not pay for one "
+            "minute at `rate_cents_per_minute`."
+        ),
+        tags=["billing"],
+        parameters=[WWW_AUTHENTICATE, RETRY_AFTER],
+        responses={200: OutputSerializer, **AUTHENTICATION_ERRORS, 429: rate_limited()},
+    )
     def get(self, request: Request) -> Response:
         organization = request.auth.organization
         balance = balance_for_organization(organization_id=organization.pk)
@@ -37,20 +63,30 @@ class BalanceApi(APIView):
         return Response(self.OutputSerializer(data).data)
 
 
-class LedgerPagination(CursorPagination):
-    ordering = ("-created_at", "-id")
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
+class LedgerPagination(NewestFirstCursorPagination):
+    items = "Entries"
 
 
 class LedgerApi(APIView):
     """GET /billing/ledger: every change to your balance, newest first."""
 
+    @extend_schema_serializer(component_name="LedgerEntry")
     class OutputSerializer(serializers.ModelSerializer):
-        reserved_change_cents = serializers.IntegerField(source="held_change_cents")
-        reserved_after_cents = serializers.IntegerField(source="held_after_cents")
-        call_id = serializers.UUIDField(allow_null=True)
+        reserved_change_cents = serializers.IntegerField(
+            source="held_change_cents",
+            read_only=True,
+            help_text="Signed change to `reserved_cents`.",
+        )
+        reserved_after_cents = serializers.IntegerField(
+            source="held_after_cents",
+            read_only=True,
+            help_text="`reserved_cents` after this entry.",
+        )
+        call_id = serializers.UUIDField(
+            allow_null=True,
+            read_only=True,
+            help_text="The call this entry holds, charges or releases money for.",
+        )
 
         class Meta:
             model = LedgerEntry
@@ -65,9 +101,37 @@ class LedgerApi(APIView):
                 "memo",
                 "created_at",
             ]
+            # Output only; read-only fields are also what the schema lists as always present.
+            read_only_fields = fields
+            extra_kwargs = {
+                "amount_cents": {"help_text": "Signed change to `balance_cents`."},
+                "balance_after_cents": {"help_text": "`balance_cents` after this entry."},
+            }
 
+    pagination_class = LedgerPagination  # read by the schema; get() pages with it too
+
+    @extend_schema(
+        operation_id="billing_ledger_list",
+        summary="List ledger entries",
+        description=(
+            "Every change to your organization's balance, newest first, a page at a time: "
+            "follow `next` (a cursor link) until it is null. A call writes a `hold` when it is "
+            "placed, then a `charge` for the minutes it lasted and a `release` of the rest of "
+            "the hold."
+        ),
+        tags=["billing"],
+        parameters=[WWW_AUTHENTICATE, RETRY_AFTER],
+        responses={
+            200: OutputSerializer(many=True),
+            **AUTHENTICATION_ERRORS,
+            404: error_response(
+                "The cursor is not one we handed out.", ("Bad cursor", "Invalid cursor")
+            ),
+            429: rate_limited(),
+        },
+    )
     def get(self, request: Request) -> Response:
         entries = ledger_for_organization(organization_id=request.auth.organization_id)
-        paginator = LedgerPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(entries, request, view=self)
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)

@@ -1,7 +1,7 @@
 """OpenAPI pieces every API view shares: the Bearer scheme, the error body and its responses.
 
-Each view keeps its own `extend_schema` next to its code (calls/apis.py); this module only
-holds what they have in common, so a new status or header is one more entry there.
+Each view keeps its own `extend_schema` next to its code (calls/apis.py, billing/apis.py); this
+module only holds what they have in common, so a new status or header is one more entry there.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
+from rest_framework.exceptions import Throttled
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
@@ -74,4 +75,29 @@ def method_not_allowed(allowed: str) -> OpenApiResponse:
     return error_response(
         f"Any method but {allowed} on this path.",
         ("Wrong method", 'Method "DELETE" not allowed.'),
+    )
+
+
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    int,
+    location=OpenApiParameter.HEADER,
+    response=[429],
+    description="How many seconds to wait before trying again.",
+)
+
+
+def rate_limited(*examples: tuple[str, str], also: str = "") -> OpenApiResponse:
+    """429 for the API key's request rate, which every authenticated operation has; an
+    operation with a limit of its own adds it with `also` and its (summary, detail) examples.
+
+    A function, not a constant: DRF's throttling sentence is translated text, read here when a
+    view is decorated rather than when this module is imported.
+    """
+    return error_response(
+        "Too many requests: your API key made more requests a minute than it may"
+        + (f", or {also}" if also else "")
+        + ". Nothing was done; `Retry-After` says how many seconds to wait.",
+        *examples,
+        ("Request rate", str(Throttled(wait=60).detail)),
     )

@@ -176,7 +176,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"CallStatus": "telephony.states.CallState"},
+    "ENUM_NAME_OVERRIDES": {
+        "CallStatus": "telephony.states.CallState",
+        "LedgerEntryKind": "billing.models.LedgerEntry.Kind",
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

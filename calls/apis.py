@@ -4,29 +4,31 @@ from typing import Any
 from uuid import UUID
 
 from django.http import Http404
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import (
     OpenApiExample,
+    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
 )
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound
-from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from burki.pagination import NewestFirstCursorPagination
 from burki.schema import (
     AUTHENTICATION_ERRORS,
+    RETRY_AFTER,
     WWW_AUTHENTICATE,
     error_response,
     method_not_allowed,
+    rate_limited,
 )
 from burki.throttling import ApiKeyRateThrottle, InitiateRateThrottle
 from calls import idempotency
+from calls.errors import TooManyConcurrentCalls
 from calls.models import Call, CallEvent
 from calls.permissions import AssistantBelongsToOrganization, FromNumberBelongsToOrganization
 from calls.selectors import call_for_organization, calls_for_organization
@@ -42,6 +44,38 @@ from telephony.states import CallState
 
 MAX_WELCOME_LENGTH = 2000
 MAX_AGENDA_LENGTH = 4000
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    idempotency.HEADER,
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": idempotency.MAX_KEY_LENGTH,
+        "pattern": "^[ -~]+$",
+    },
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        f"Optional: 1 to {idempotency.MAX_KEY_LENGTH} printable ASCII characters of your "
+        "choosing (a UUID will do), one per call you mean to place, kept for 24 hours per "
+        "organization. A retry with the same key and the same body gets the first request's "
+        "status and body again, with `Idempotent-Replayed: true`, and dials nothing; the same "
+        "key with a different body is a 422; while the first request is still running, a 409. "
+        "A 409, 429 or 503 is not kept: retrying after one runs the request afresh."
+    ),
+    examples=[OpenApiExample("Key", value="5d7c1b0e-2f4a-4c39-9e61-0b8f3a2d6c41")],
+)
+IDEMPOTENT_REPLAYED = OpenApiParameter(
+    "Idempotent-Replayed",
+    {"type": "string", "enum": ["true"]},
+    location=OpenApiParameter.HEADER,
+    # Every answer a request can reach once it runs is kept for replay (calls/idempotency.py).
+    response=[200, 400, 402, 404, 502, 504],
+    description=(
+        "`true` when this is the kept answer to an earlier request with the same "
+        "`Idempotency-Key`; absent otherwise."
+    ),
+)
 
 
 class InitiateCallApi(APIView):
@@ -156,7 +190,9 @@ class InitiateCallApi(APIView):
             "(its base assistant and live flow); else the assistant assigned to the number. If "
             "none resolves, the request fails with a 404.\n\n"
             "The money the call may cost is held from your balance before the provider is asked "
-            "to dial and settled when the call ends."
+            "to dial and settled when the call ends.\n\n"
+            "Send an `Idempotency-Key` to retry safely: a retry with the same key never dials "
+            "twice."
         ),
         tags=["calls"],
         request=InputSerializer,
@@ -199,7 +235,7 @@ class InitiateCallApi(APIView):
                 request_only=True,
             ),
         ],
-        parameters=[WWW_AUTHENTICATE],
+        parameters=[IDEMPOTENCY_KEY, WWW_AUTHENTICATE, RETRY_AFTER, IDEMPOTENT_REPLAYED],
         responses={
             200: OpenApiResponse(
                 response=OutputSerializer,
@@ -229,6 +265,7 @@ class InitiateCallApi(APIView):
                     "Variable 'name' is used in welcome_message but was not supplied in variables.",
                 ),
                 ("Malformed JSON", "JSON parse error - Expecting value: line 1 column 1 (char 0)"),
+                ("Malformed Idempotency-Key", idempotency.IdempotencyKeyInvalid.default_detail),
             ),
             **AUTHENTICATION_ERRORS,
             402: error_response(
@@ -253,12 +290,27 @@ class InitiateCallApi(APIView):
                 ("Inactive assistant", "Assistant 456 is not active"),
             ),
             405: method_not_allowed("POST"),
+            409: error_response(
+                "The first request with this `Idempotency-Key` is still running. Nothing is "
+                "dialled; retry shortly to get its answer.",
+                ("Key in flight", idempotency.IdempotencyKeyInFlight.default_detail),
+            ),
             415: error_response(
                 "The body is not `application/json`.",
                 (
                     "Form body",
                     'Unsupported media type "application/x-www-form-urlencoded" in request.',
                 ),
+            ),
+            422: error_response(
+                "This `Idempotency-Key` was already used with a different body. Nothing is "
+                "dialled; use a new key for a new call.",
+                ("Key reused", idempotency.IdempotencyKeyReused.default_detail),
+            ),
+            429: rate_limited(
+                ("Too many simultaneous calls", str(TooManyConcurrentCalls(10).detail)),
+                also="more calls a minute than it may place, or your organization already has "
+                "as many calls in progress as it may",
             ),
             502: error_response(
                 "The telephony provider refused the call. The call is recorded as `failed` and "
@@ -384,36 +436,8 @@ class CallDetailOutputSerializer(CallOutputSerializer):
         read_only_fields = fields
 
 
-class CallPagination(CursorPagination):
-    ordering = ("-created_at", "-id")
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
-
-    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
-        parameters = super().get_schema_operation_parameters(view)
-        for parameter in parameters:
-            if parameter["name"] == self.page_size_query_param:
-                parameter["description"] = (
-                    f"Calls per page: {self.page_size} by default, at most {self.max_page_size} "
-                    "(more is capped); a value that is not a positive integer means the default."
-                )
-            elif parameter["name"] == self.cursor_query_param:
-                parameter["description"] = "The cursor from a page's `next` or `previous` link."
-        return parameters
-
-    def decode_cursor(self, request: Request) -> Cursor | None:
-        cursor = super().decode_cursor(request)
-        # DRF hands the cursor's position to the ORM unchecked, so a forged one was a 500. We
-        # only hand out aware created_at timestamps: anything else is a bad cursor.
-        if cursor is not None and cursor.position is not None:
-            try:
-                position = parse_datetime(str(cursor.position))
-            except ValueError:
-                position = None
-            if position is None or position.tzinfo is None:
-                raise NotFound(self.invalid_cursor_message)
-        return cursor
+class CallPagination(NewestFirstCursorPagination):
+    items = "Calls"
 
 
 class CallListApi(APIView):
@@ -438,7 +462,7 @@ class CallListApi(APIView):
             "link) until it is null."
         ),
         tags=["calls"],
-        parameters=[FilterSerializer, WWW_AUTHENTICATE],
+        parameters=[FilterSerializer, WWW_AUTHENTICATE, RETRY_AFTER],
         responses={
             200: CallOutputSerializer(many=True),
             400: error_response(
@@ -449,6 +473,7 @@ class CallListApi(APIView):
             404: error_response(
                 "The cursor is not one we handed out.", ("Bad cursor", "Invalid cursor")
             ),
+            429: rate_limited(),
         },
     )
     def get(self, request: Request) -> Response:
@@ -474,13 +499,14 @@ class CallDetailApi(APIView):
         summary="Retrieve a call",
         description="One of your calls with its timeline of lifecycle events.",
         tags=["calls"],
-        parameters=[WWW_AUTHENTICATE],
+        parameters=[WWW_AUTHENTICATE, RETRY_AFTER],
         responses={
             200: CallDetailOutputSerializer,
             **AUTHENTICATION_ERRORS,
             404: error_response(
                 "No call with this id in your organization.", ("Unknown call", "Not found.")
             ),
+            429: rate_limited(),
         },
     )
     def get(self, request: Request, call_id: UUID) -> Response:

@@ -28,6 +28,7 @@ def test_json_nested_too_deep_to_decode_is_a_400(tenant: Tenant) -> None:
     assert list(LedgerEntry.objects.values_list("kind", flat=True)) == ["top_up"]
 
 
+@pytest.mark.parametrize("path", ["/calls", "/billing/ledger"])
 @pytest.mark.parametrize(
     "position",
     [
@@ -39,9 +40,9 @@ def test_json_nested_too_deep_to_decode_is_a_400(tenant: Tenant) -> None:
     ],
 )
 def test_a_forged_cursor_position_is_a_404_like_any_bad_cursor(
-    tenant: Tenant, position: str
+    tenant: Tenant, path: str, position: str
 ) -> None:
-    response = tenant.client.get("/calls", {"cursor": cursor(f"o=0&r=0&p={position}")})
+    response = tenant.client.get(path, {"cursor": cursor(f"o=0&r=0&p={position}")})
 
     assert response.status_code == 404
     assert response.json() == {"detail": "Invalid cursor"}

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from rest_framework.exceptions import Throttled
 from rest_framework.test import APIClient
 
 from burki.exceptions import (
@@ -16,7 +17,8 @@ from burki.exceptions import (
     ProviderTimedOut,
     ProviderUnavailable,
 )
-from calls.errors import number_not_in_organization
+from calls.errors import TooManyConcurrentCalls, number_not_in_organization
+from calls.idempotency import IdempotencyKeyInFlight, IdempotencyKeyInvalid, IdempotencyKeyReused
 
 SEED_REQUEST_EXAMPLES = {
     "BasicCall": {"from_phone_number": "+15551234567", "to_phone_number": "+15559876543"},
@@ -62,6 +64,8 @@ def test_the_schema_generates_without_a_warning() -> None:
 
 def test_the_schema_is_public_and_lists_only_the_client_api(schema: dict[str, Any]) -> None:
     assert {path: sorted(ops) for path, ops in schema["paths"].items()} == {
+        "/billing/balance": ["get"],
+        "/billing/ledger": ["get"],
         "/calls": ["get"],
         "/calls/{call_id}": ["get"],
         "/calls/initiate": ["post"],
@@ -84,6 +88,24 @@ def test_every_operation_needs_the_bearer_key(schema: dict[str, Any]) -> None:
             assert operation["security"] == [{"bearerAuth": []}]
             assert "401" in operation["responses"]
             assert set(operation["responses"]["401"]["headers"]) == {"WWW-Authenticate"}
+
+
+def test_every_operation_may_be_throttled_and_says_when_to_retry(schema: dict[str, Any]) -> None:
+    throttled = str(Throttled(wait=60).detail)
+    assert throttled == "Request was throttled. Expected available in 60 seconds."
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            response = operation["responses"]["429"]
+            assert response["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Error"
+            }, path
+            assert example_details(response)[-1] == throttled, path
+            assert response["headers"] == {
+                "Retry-After": {
+                    "schema": {"type": "integer"},
+                    "description": "How many seconds to wait before trying again.",
+                }
+            }, path
 
 
 def test_initiate_documents_every_request_field_with_the_seeds_words(
@@ -133,7 +155,8 @@ def test_initiate_documents_the_success_and_every_error_status(schema: dict[str,
     responses = schema["paths"]["/calls/initiate"]["post"]["responses"]
 
     assert sorted(responses) == [
-        "200", "400", "401", "402", "403", "404", "405", "415", "502", "503", "504",
+        "200", "400", "401", "402", "403", "404", "405", "409", "415", "422", "429",
+        "502", "503", "504",
     ]  # fmt: skip
     success = responses["200"]["content"]["application/json"]
     assert success["schema"] == {"$ref": "#/components/schemas/InitiateCallResponse"}
@@ -171,6 +194,55 @@ def test_the_error_examples_are_the_seeds_and_the_apis_own_sentences(
     assert example_details(responses["502"]) == [ProviderFailed.default_detail]
     assert example_details(responses["503"]) == [ProviderUnavailable.default_detail]
     assert example_details(responses["504"]) == [ProviderTimedOut.default_detail]
+    assert example_details(responses["409"]) == [IdempotencyKeyInFlight.default_detail]
+    assert example_details(responses["422"]) == [IdempotencyKeyReused.default_detail]
+    assert example_details(responses["429"]) == [
+        "Too many simultaneous calls: your organization's limit is 10. "
+        "Try again when a call has ended.",
+        "Request was throttled. Expected available in 60 seconds.",
+    ]
+    assert example_details(responses["429"])[0] == str(TooManyConcurrentCalls(10).detail)
+
+
+def test_initiate_takes_an_optional_idempotency_key(schema: dict[str, Any]) -> None:
+    operation = schema["paths"]["/calls/initiate"]["post"]
+    [parameter] = operation["parameters"]
+
+    assert parameter["in"] == "header"
+    assert parameter["name"] == "Idempotency-Key"
+    assert parameter.get("required", False) is False
+    assert parameter["schema"] == {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": "^[ -~]+$",
+    }
+    for words in ("1 to 255 printable ASCII", "Idempotent-Replayed: true", "422", "409"):
+        assert words in parameter["description"]
+    assert example_details(operation["responses"]["400"])[-1] == (
+        IdempotencyKeyInvalid.default_detail
+    )
+    assert IdempotencyKeyInvalid.default_detail == (
+        "Idempotency-Key must be 1 to 255 printable ASCII characters."
+    )
+
+
+def test_a_replayed_answer_is_marked_on_every_status_that_can_be_replayed(
+    schema: dict[str, Any],
+) -> None:
+    responses = schema["paths"]["/calls/initiate"]["post"]["responses"]
+
+    marked = sorted(
+        status
+        for status, response in responses.items()
+        if "Idempotent-Replayed" in response.get("headers", {})
+    )
+    # A kept answer is any the request reached once it ran (calls/idempotency.py).
+    assert marked == ["200", "400", "402", "404", "502", "504"]
+    assert responses["200"]["headers"]["Idempotent-Replayed"]["schema"] == {
+        "type": "string",
+        "enum": ["true"],
+    }
 
 
 def test_the_call_list_is_cursor_paginated_and_filters_by_status(schema: dict[str, Any]) -> None:
@@ -182,7 +254,7 @@ def test_the_call_list_is_cursor_paginated_and_filters_by_status(schema: dict[st
         "queued", "initiated", "ringing", "in-progress", "completed",
         "busy", "no-answer", "failed", "canceled",
     ]  # fmt: skip
-    assert sorted(operation["responses"]) == ["200", "400", "401", "404"]
+    assert sorted(operation["responses"]) == ["200", "400", "401", "404", "429"]
     page = schema["components"]["schemas"]["PaginatedCallList"]
     assert sorted(page["properties"]) == ["next", "previous", "results"]
     assert page["properties"]["results"]["items"] == {"$ref": "#/components/schemas/Call"}
@@ -196,7 +268,58 @@ def test_a_call_is_described_with_every_field_it_always_has(schema: dict[str, An
     for nullable in ("assistant_id", "conversation_flow_id", "duration_seconds", "cost_cents"):
         assert call["properties"][nullable]["nullable"] is True
     detail = schema["paths"]["/calls/{call_id}"]["get"]
-    assert sorted(detail["responses"]) == ["200", "401", "404"]
+    assert sorted(detail["responses"]) == ["200", "401", "404", "429"]
+
+
+def test_the_balance_is_described_in_integer_minor_units(schema: dict[str, Any]) -> None:
+    operation = schema["paths"]["/billing/balance"]["get"]
+
+    assert operation["tags"] == ["billing"]
+    assert sorted(operation["responses"]) == ["200", "401", "429"]
+    success = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert success == {"$ref": "#/components/schemas/Balance"}
+    balance = schema["components"]["schemas"]["Balance"]
+    assert {name: field["type"] for name, field in balance["properties"].items()} == {
+        "balance_cents": "integer",
+        "reserved_cents": "integer",
+        "available_cents": "integer",
+        "currency": "string",
+        "rate_cents_per_minute": "integer",
+    }
+    assert sorted(balance["required"]) == sorted(balance["properties"])
+
+
+def test_the_ledger_is_cursor_paginated_with_every_entry_field(schema: dict[str, Any]) -> None:
+    operation = schema["paths"]["/billing/ledger"]["get"]
+    parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+
+    assert operation["tags"] == ["billing"]
+    assert sorted(parameters) == ["cursor", "page_size"]
+    assert parameters["page_size"]["description"].startswith(
+        "Entries per page: 50 by default, at most 200"
+    )
+    assert sorted(operation["responses"]) == ["200", "401", "404", "429"]
+    assert example_details(operation["responses"]["404"]) == ["Invalid cursor"]
+    page = schema["components"]["schemas"]["PaginatedLedgerEntryList"]
+    assert sorted(page["properties"]) == ["next", "previous", "results"]
+    assert page["properties"]["results"]["items"] == {"$ref": "#/components/schemas/LedgerEntry"}
+    entry = schema["components"]["schemas"]["LedgerEntry"]
+    assert list(entry["properties"]) == [
+        "id",
+        "kind",
+        "amount_cents",
+        "reserved_change_cents",
+        "balance_after_cents",
+        "reserved_after_cents",
+        "call_id",
+        "memo",
+        "created_at",
+    ]
+    assert sorted(entry["required"]) == sorted(entry["properties"])
+    assert entry["properties"]["call_id"]["nullable"] is True
+    assert schema["components"]["schemas"]["LedgerEntryKind"]["enum"] == [
+        "top_up", "hold", "release", "charge", "adjustment",
+    ]  # fmt: skip
 
 
 def test_the_schema_can_be_read_as_yaml_too(db: None) -> None:

@@ -5,12 +5,14 @@ even a correctly signed one with odd values leaves the money consistent."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 import responses
-from django.test import Client
+from django.conf import settings as django_settings
+from django.test import Client, override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
@@ -59,6 +61,18 @@ twilio_values = {
     "AnsweredBy": texts,
 }
 forms = st.fixed_dictionaries({}, optional=twilio_values) | st.dictionaries(texts, texts)
+
+
+@pytest.fixture(autouse=True)
+def no_limits() -> Iterator[None]:
+    """Every example places a call that stays open, all with one API key: the cap on
+    simultaneous calls and the rate limits (tests/test_limits.py) would refuse most of them."""
+    rest_framework = {
+        **django_settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"api_key": None, "initiate": None},
+    }
+    with override_settings(MAX_CONCURRENT_CALLS=10**6, REST_FRAMEWORK=rest_framework):
+        yield
 
 
 @pytest.fixture
