@@ -76,17 +76,9 @@ def no_limits() -> Iterator[None]:
 
 
 @pytest.fixture
-def tenant(db: None, settings: Any) -> Tenant:
-    # Every example places a call that stays open: fund them all, and lift the per-key rate
-    # and the simultaneous-call cap, which are tested on their own elsewhere.
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"api_key": None, "initiate": None},
-    }
-    tenant = make_tenant(balance_cents=10**9)
-    tenant.organization.max_concurrent_calls = 10**6
-    tenant.organization.save(update_fields=["max_concurrent_calls"])
-    return tenant
+def tenant(db: None) -> Tenant:
+    # Every example places a call and its hold stays open: fund them all.
+    return make_tenant(balance_cents=10**9)
 
 
 @pytest.fixture
