@@ -1,0 +1,490 @@
+"""What initiating a call costs, against the framework's own floor. Run it with `bench/run`.
+
+It builds its own PostgreSQL database, starts the service the production way (gunicorn sync
+workers, DEBUG off), seeds a funded organization and drives three scenarios with wrk at a fixed
+concurrency:
+
+  baseline          GET /calls/{id} of a finished call: auth plus indexed reads, no writes
+  initiate/sandbox  POST /calls/initiate from a sandbox number
+  initiate/twilio   the same from a Twilio number: the real SDK, talking to bench/fake_twilio.py
+
+Then (unless --quick) it grows the calls and ledger tables to 1,000,000 rows each and drives
+the same three again. The last line is the summary the issue asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".venv" / "bin"
+PORTS = range(38000, 39000)
+LARGE_ROWS = 1_000_000
+SANDBOX_NUMBER = "+15550100001"
+TWILIO_NUMBER = "+15550100002"
+TO_NUMBER = "+15559876543"
+ACCOUNT_SID = "AC" + "b" * 32
+
+
+@dataclass(frozen=True)
+class Seed:
+    api_key: str
+    organization_id: int
+    baseline_call_id: str
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    first_bad: str
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def free_port(taken: set[int]) -> int:
+    candidates = [p for p in PORTS if p not in taken]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+    raise SystemExit("no free port in 38000-38999")
+
+
+def recreate_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def wait_for(url: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not come up")
+        time.sleep(0.2)
+
+
+def seed() -> Seed:
+    from django.db import transaction
+
+    from assistants.models import Assistant
+    from billing.models import Balance
+    from billing.services import balance_top_up
+    from burki.models import Organization
+    from burki.services import api_key_create
+    from calls.services import call_apply_event, call_initiate
+    from telephony.models import PhoneNumber, ProviderAccount
+    from telephony.providers.base import StatusEvent
+
+    with transaction.atomic():
+        org = Organization.objects.create(name="Bench")
+        Balance.objects.create(organization=org)
+        # Enough for millions of calls: nothing in the run may be refused for money.
+        balance_top_up(organization=org, amount_cents=10**13, memo="benchmark funds")
+        assistant = Assistant.objects.create(
+            organization=org, name="Bench assistant", welcome_message="Hello {{name}}."
+        )
+        sandbox = PhoneNumber.objects.create(
+            organization=org, number=SANDBOX_NUMBER, provider="sandbox", assistant=assistant
+        )
+        account = ProviderAccount.objects.create(
+            organization=org,
+            provider="twilio",
+            name="Bench Twilio",
+            settings={"account_sid": ACCOUNT_SID},
+            secrets={"auth_token": secrets.token_hex(16)},
+        )
+        PhoneNumber.objects.create(
+            organization=org,
+            number=TWILIO_NUMBER,
+            provider="twilio",
+            provider_account=account,
+            assistant=assistant,
+        )
+        _, raw_key = api_key_create(organization=org, name="benchmark")
+    # The baseline reads a finished call: a live sandbox call would advance (and write) on read.
+    call = call_initiate(
+        organization=org,
+        phone_number=sandbox,
+        to_number=TO_NUMBER,
+        variables={"name": "Ann"},
+    )
+    call_apply_event(
+        call=call,
+        event=StatusEvent(state="completed", provider_call_id=call.call_sid, duration_seconds=42),
+        source="sandbox",
+    )
+    return Seed(api_key=raw_key, organization_id=org.pk, baseline_call_id=str(call.pk))
+
+
+def initiate_body(from_number: str) -> str:
+    return json.dumps(
+        {
+            "from_phone_number": from_number,
+            "to_phone_number": TO_NUMBER,
+            "variables": {"name": "Ann"},
+        }
+    )
+
+
+def count_queries(seed: Seed) -> dict[str, int]:
+    """SQL statements per request in the steady state, counted in this process through the
+    same URLconf, settings and database as the workers (outside any test transaction)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {seed.api_key}")
+    requests = {
+        "baseline": lambda: client.get(f"/calls/{seed.baseline_call_id}"),
+        "initiate/sandbox": lambda: client.post(
+            "/calls/initiate", initiate_body(SANDBOX_NUMBER), content_type="application/json"
+        ),
+        "initiate/twilio": lambda: client.post(
+            "/calls/initiate", initiate_body(TWILIO_NUMBER), content_type="application/json"
+        ),
+    }
+    counts = {}
+    for name, send in requests.items():
+        send()  # the API key's last_used_at is written at most once a minute: not steady state
+        with CaptureQueriesContext(connection) as queries:
+            response = send()
+        if response.status_code != 200:
+            raise SystemExit(f"{name}: {response.status_code} {response.content[:200]!r}")
+        counts[name] = len(queries)
+    return counts
+
+
+def grow_tables(organization_id: int) -> None:
+    """Calls and ledger rows up to LARGE_ROWS each, spread over the bench organization and three
+    others, older than anything the run writes: the shape of a service that has been busy."""
+    from django.db import connection
+
+    from burki.models import Organization
+
+    org_ids = [organization_id] + [
+        Organization.objects.create(name=f"Bulk {n}").pk for n in range(1, 4)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = off")
+        cursor.execute("SELECT count(*) FROM calls_call")
+        missing_calls = max(0, LARGE_ROWS - cursor.fetchone()[0])
+        cursor.execute(
+            """
+            INSERT INTO calls_call (
+                id, organization_id, from_number, to_number, provider, call_sid, status,
+                welcome_message, agenda, variables, time_limit_seconds, rate_cents_per_minute,
+                hold_cents, duration_seconds, cost_cents, end_reason, error,
+                created_at, initiated_at, answered_at, ended_at, updated_at
+            )
+            SELECT gen_random_uuid(), (%(orgs)s::bigint[])[1 + i %% 4], %(from_number)s,
+                   '+1555' || lpad((i %% 10000000)::text, 7, '0'), 'sandbox', 'BULK' || i,
+                   (ARRAY['completed', 'completed', 'completed', 'busy', 'no-answer'])[1 + i %% 5],
+                   'Hello.', '', '{}'::jsonb, 600, 10, 100, 60, 10, '', '',
+                   at, at, at, at, at
+            FROM (
+                SELECT i, now() - interval '1 day' - make_interval(secs => i) AS at
+                FROM generate_series(1, %(count)s) AS i
+            ) AS generated
+            """,
+            {"orgs": org_ids, "from_number": SANDBOX_NUMBER, "count": missing_calls},
+        )
+        cursor.execute("SELECT count(*) FROM billing_ledgerentry")
+        missing_entries = max(0, LARGE_ROWS - cursor.fetchone()[0])
+        # Zero-amount rows keep every balance equal to its ledger's sum.
+        cursor.execute(
+            """
+            INSERT INTO billing_ledgerentry (
+                organization_id, kind, amount_cents, held_change_cents, balance_after_cents,
+                held_after_cents, call_id, memo, created_at
+            )
+            SELECT organization_id, 'charge', 0, 0, 0, 0, id, '', created_at
+            FROM calls_call WHERE call_sid LIKE 'BULK%%' LIMIT %(count)s
+            """,
+            {"count": missing_entries},
+        )
+        cursor.execute("VACUUM ANALYZE calls_call")
+        cursor.execute("VACUUM ANALYZE billing_ledgerentry")
+        cursor.execute("VACUUM ANALYZE calls_callevent")
+
+
+def table_rows() -> tuple[int, int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT (SELECT count(*) FROM calls_call), "
+                       "(SELECT count(*) FROM billing_ledgerentry)")
+        calls, entries = cursor.fetchone()
+    return calls, entries
+
+
+def run_wrk(
+    name: str, url: str, method: str, body: str | None, seed: Seed, args: argparse.Namespace
+) -> Result:
+    env = {**os.environ, "BENCH_METHOD": method, "BENCH_API_KEY": seed.api_key}
+    if body is not None:
+        env["BENCH_BODY"] = body
+    base = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "--timeout", "10s"]
+    script = ["-s", str(ROOT / "bench" / "wrk.lua"), url]
+    # A short warm-up first: import caches, connection pools, PostgreSQL's buffers.
+    subprocess.run(
+        [*base, "-d", f"{args.warmup}s", *script], env=env, check=True, capture_output=True
+    )
+    out = subprocess.run(
+        [*base, "-d", f"{args.duration}s", *script],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    data = json.loads(out.strip().splitlines()[-1])
+    return Result(
+        name=name,
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        errors=data["non2xx"] + data["socket_errors"],
+        first_bad=data["first_bad"],
+    )
+
+
+def run_scenarios(base_url: str, seed: Seed, args: argparse.Namespace) -> dict[str, Result]:
+    scenarios = [
+        ("baseline", f"{base_url}/calls/{seed.baseline_call_id}", "GET", None),
+        ("initiate/sandbox", f"{base_url}/calls/initiate", "POST", initiate_body(SANDBOX_NUMBER)),
+        ("initiate/twilio", f"{base_url}/calls/initiate", "POST", initiate_body(TWILIO_NUMBER)),
+    ]
+    results = {}
+    for name, url, method, body in scenarios:
+        results[name] = result = run_wrk(name, url, method, body, seed, args)
+        log(
+            f"  {name:<17} {result.rps:8.1f} req/s  p50 {result.p50_ms:6.1f} ms  "
+            f"p99 {result.p99_ms:6.1f} ms  errors {result.errors}"
+            + (f"  (first: {result.first_bad})" if result.errors else "")
+        )
+    return results
+
+
+def worker_pids(master: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except OSError:
+        return []
+    return sorted(int(pid) for pid in children)
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+def print_report(
+    args: argparse.Namespace,
+    phases: dict[str, dict[str, Result]],
+    rows: dict[str, tuple[int, int]],
+    queries: dict[str, dict[str, int]],
+    rss: dict[int, float],
+) -> None:
+    log("")
+    log(
+        f"machine: {os.cpu_count()} cores, load average at start {args.load_at_start}; "
+        f"gunicorn {args.workers} sync workers; wrk -t{args.threads} -c{args.connections} "
+        f"-d{args.duration}s (after a {args.warmup}s warm-up)"
+    )
+    header = (
+        f"{'scenario':<17} {'tables':<6} {'calls':>9} {'ledger':>9} {'req/s':>8} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'p99/p50':>7} {'errors':>6} {'queries':>7}"
+    )
+    log(header)
+    log("-" * len(header))
+    for phase, results in phases.items():
+        calls, entries = rows[phase]
+        for name, r in results.items():
+            log(
+                f"{name:<17} {phase:<6} {calls:>9} {entries:>9} {r.rps:>8.1f} {r.p50_ms:>7.1f} "
+                f"{r.p99_ms:>7.1f} {ratio(r.p99_ms, r.p50_ms):>7.2f} {r.errors:>6} "
+                f"{queries[phase][name]:>7}"
+            )
+    log("")
+    for phase, results in phases.items():
+        base = results["baseline"].rps
+        log(
+            f"{phase} tables: initiate/baseline="
+            f"{ratio(results['initiate/sandbox'].rps, base):.2f} "
+            f"twilio/baseline={ratio(results['initiate/twilio'].rps, base):.2f}"
+        )
+    if "large" in phases:
+        log(
+            "large/small: "
+            + " ".join(
+                f"{name}={ratio(phases['large'][name].rps, phases['small'][name].rps):.2f}"
+                for name in phases["small"]
+            )
+        )
+    log(
+        "peak RSS per worker (MiB): "
+        + ", ".join(f"pid {pid} {mib:.1f}" for pid, mib in sorted(rss.items()))
+    )
+    small = phases["small"]
+    base = small["baseline"].rps
+    large_small = (
+        f"{ratio(phases['large']['initiate/sandbox'].rps, small['initiate/sandbox'].rps):.2f}"
+        if "large" in phases
+        else "skipped"
+    )
+    initiate_queries = max(q["initiate/sandbox"] for q in queries.values())
+    log(
+        f"summary: initiate/baseline={ratio(small['initiate/sandbox'].rps, base):.2f} "
+        f"twilio/baseline={ratio(small['initiate/twilio'].rps, base):.2f} "
+        f"large/small={large_small} queries={initiate_queries}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, no large tables")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--duration", type=int, help="seconds per scenario (20; quick: 10)")
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up per scenario (3; quick: 2)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/burki_bench"
+        ),
+        help="a database the benchmark may drop and create (BENCH_DATABASE_URL)",
+    )
+    args = parser.parse_args()
+    args.duration = args.duration or (10 if args.quick else 20)
+    args.warmup = args.warmup or (2 if args.quick else 3)
+    args.load_at_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+    taken: set[int] = set()
+    port, twilio_port = free_port(taken), free_port(taken)
+    base_url = f"http://127.0.0.1:{port}"
+    from cryptography.fernet import Fernet
+
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "burki.settings",
+            "DATABASE_URL": args.database_url,
+            "DEBUG": "false",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "PUBLIC_BASE_URL": base_url,
+            "TWILIO_API_BASE_URL": f"http://127.0.0.1:{twilio_port}",
+            "ALLOWED_HOSTS": "127.0.0.1",
+        }
+    )
+    sys.path.insert(0, str(ROOT))
+
+    log(f"database {args.database_url.rsplit('/', 1)[1]}: create and migrate")
+    recreate_database(args.database_url)
+    subprocess.run(
+        [str(BIN / "python"), "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, check=True
+    )
+    import django
+
+    django.setup()
+    seed_data = seed()
+
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        processes.append(
+            subprocess.Popen(
+                [str(BIN / "python"), str(ROOT / "bench" / "fake_twilio.py"), str(twilio_port)]
+            )
+        )
+        gunicorn = subprocess.Popen(
+            [
+                str(BIN / "gunicorn"),
+                "burki.wsgi:application",
+                "--bind", f"127.0.0.1:{port}",
+                "--workers", str(args.workers),
+                "--worker-class", "sync",
+                "--backlog", "2048",
+                "--log-level", "warning",
+            ],
+            cwd=ROOT,
+        )  # fmt: skip
+        processes.append(gunicorn)
+        log(f"gunicorn on {base_url}, {args.workers} workers; fake Twilio on :{twilio_port}")
+        wait_for(f"{base_url}/health")
+
+        phases: dict[str, dict[str, Result]] = {}
+        rows: dict[str, tuple[int, int]] = {}
+        queries: dict[str, dict[str, int]] = {}
+        rows["small"] = table_rows()
+        log(f"small tables ({rows['small'][0]} calls, {rows['small'][1]} ledger rows):")
+        phases["small"] = run_scenarios(base_url, seed_data, args)
+        queries["small"] = count_queries(seed_data)
+        if not args.quick:
+            started = time.monotonic()
+            log(f"growing calls and ledger to {LARGE_ROWS:,} rows each ...")
+            grow_tables(seed_data.organization_id)
+            rows["large"] = table_rows()
+            log(f"  done in {time.monotonic() - started:.0f} s")
+            log(f"large tables ({rows['large'][0]} calls, {rows['large'][1]} ledger rows):")
+            phases["large"] = run_scenarios(base_url, seed_data, args)
+            queries["large"] = count_queries(seed_data)
+        rss = {pid: peak_rss_mib(pid) for pid in worker_pids(gunicorn.pid)}
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    print_report(args, phases, rows, queries, rss)
+
+
+if __name__ == "__main__":
+    main()
