@@ -103,6 +103,18 @@ def wait_for(url: str, seconds: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+def wait_for_port(port: int, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"nothing listens on {port}") from None
+            time.sleep(0.1)
+
+
 def seed() -> Seed:
     from django.db import transaction
 
@@ -442,6 +454,7 @@ def main() -> None:
                 [str(BIN / "python"), str(ROOT / "bench" / "fake_twilio.py"), str(twilio_port)]
             )
         )
+        wait_for_port(twilio_port)
         gunicorn = subprocess.Popen(
             [
                 str(BIN / "gunicorn"),
