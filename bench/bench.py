@@ -27,7 +27,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -263,8 +262,9 @@ def table_rows() -> tuple[int, int]:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT (SELECT count(*) FROM calls_call), "
-                       "(SELECT count(*) FROM billing_ledgerentry)")
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM calls_call), (SELECT count(*) FROM billing_ledgerentry)"
+        )
         calls, entries = cursor.fetchone()
     return calls, entries
 
@@ -278,10 +278,10 @@ def run_wrk(
     base = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "--timeout", "10s"]
     script = ["-s", str(ROOT / "bench" / "wrk.lua"), url]
     # A short warm-up first: import caches, connection pools, PostgreSQL's buffers.
-    subprocess.run(
+    subprocess.run(  # noqa: S603 (our own venv's programs)
         [*base, "-d", f"{args.warmup}s", *script], env=env, check=True, capture_output=True
     )
-    out = subprocess.run(
+    out = subprocess.run(  # noqa: S603 (our own venv's programs)
         [*base, "-d", f"{args.duration}s", *script],
         env=env,
         check=True,
@@ -439,7 +439,7 @@ def main() -> None:
 
     log(f"database {args.database_url.rsplit('/', 1)[1]}: create and migrate")
     recreate_database(args.database_url)
-    subprocess.run(
+    subprocess.run(  # noqa: S603 (our own venv's programs)
         [str(BIN / "python"), "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, check=True
     )
     import django
@@ -450,12 +450,12 @@ def main() -> None:
     processes: list[subprocess.Popen[bytes]] = []
     try:
         processes.append(
-            subprocess.Popen(
+            subprocess.Popen(  # noqa: S603 (our own venv's programs)
                 [str(BIN / "python"), str(ROOT / "bench" / "fake_twilio.py"), str(twilio_port)]
             )
         )
         wait_for_port(twilio_port)
-        gunicorn = subprocess.Popen(
+        gunicorn = subprocess.Popen(  # noqa: S603 (our own venv's programs)
             [
                 str(BIN / "gunicorn"),
                 "burki.wsgi:application",

@@ -1,7 +1,8 @@
 """Profile one scenario in-process with pyinstrument, and list the SQL a request sends.
 
   .venv/bin/pip install pyinstrument
-  .venv/bin/python bench/profile_request.py [sandbox|twilio|baseline] [--requests 500] [--html out.html]
+  .venv/bin/python bench/profile_request.py [sandbox|twilio|baseline] [--requests 500]
+      [--cprofile | --html out.html]
 
 It builds the same database and seed as bench/run (in burki_bench_profile), starts the fake
 Twilio, then sends the requests through Django's test client (the whole middleware and DRF
@@ -19,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench  # noqa: E402
+import bench
 
 
 def main() -> None:
@@ -50,7 +51,7 @@ def main() -> None:
     )
     sys.path.insert(0, str(bench.ROOT))
     bench.recreate_database(args.database_url)
-    subprocess.run(
+    subprocess.run(  # noqa: S603 (our own venv's programs)
         [str(bench.BIN / "python"), "manage.py", "migrate", "--verbosity", "0"],
         cwd=bench.ROOT,
         check=True,
@@ -63,7 +64,7 @@ def main() -> None:
     from django.test.utils import CaptureQueriesContext
 
     seed = bench.seed()
-    fake = subprocess.Popen(
+    fake = subprocess.Popen(  # noqa: S603 (our own venv's programs)
         [str(bench.BIN / "python"), str(bench.ROOT / "bench" / "fake_twilio.py"), str(twilio_port)]
     )
     try:
@@ -104,7 +105,11 @@ def main() -> None:
         profiler.stop()
         if args.html:
             Path(args.html).write_text(profiler.output_html())
-        print(profiler.output_text(unicode=True, color=False, show_all=bool(os.environ.get("PROFILE_ALL"))))
+        print(
+            profiler.output_text(
+                unicode=True, color=False, show_all=bool(os.environ.get("PROFILE_ALL"))
+            )
+        )
     finally:
         fake.terminate()
         fake.wait()

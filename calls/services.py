@@ -18,15 +18,12 @@ from rest_framework.exceptions import ValidationError
 
 from assistants.models import Assistant, ConversationFlow
 from billing.services import (
-    balance_hold,
-    balance_lock,
+    balance_hold_call,
     balance_release,
     balance_settle,
     cost_cents,
-    hold_quote,
 )
 from burki.exceptions import (
-    InsufficientBalance,
     ProviderFailed,
     ProviderTimedOut,
     ProviderUnavailable,
@@ -116,16 +113,11 @@ def call_initiate(
     rate = organization.effective_rate_cents_per_minute
     provider = get_provider(phone_number.provider)
 
-    # One short transaction: the Balance row lock is held only for these few statements.
+    max_seconds = assistant.max_call_duration_seconds
+    # One short transaction. The call is written first and the money held last, so the
+    # organization's Balance row (locked by the hold) is held only until the commit: calls of one
+    # organization queue on that lock, and nothing but the commit may run under it.
     with transaction.atomic():
-        balance = balance_lock(organization_id=organization.pk)
-        if balance is None:
-            raise InsufficientBalance()
-        quote = hold_quote(
-            available_cents=balance.available_cents,
-            rate_cents_per_minute=rate,
-            max_seconds=assistant.max_call_duration_seconds,
-        )
         call = Call.objects.create(
             organization=organization,
             phone_number=phone_number,
@@ -138,11 +130,25 @@ def call_initiate(
             welcome_message=rendered_welcome,
             agenda=rendered_agenda,
             variables=variables,
-            time_limit_seconds=quote.time_limit_seconds,
+            time_limit_seconds=max_seconds,
             rate_cents_per_minute=rate,
-            hold_cents=quote.hold_cents,
+            hold_cents=cost_cents(seconds=max_seconds, rate_cents_per_minute=rate),
         )
-        balance_hold(balance=balance, amount_cents=quote.hold_cents, call_id=call.pk)
+        quote = balance_hold_call(
+            organization_id=organization.pk,
+            call_id=call.pk,
+            rate_cents_per_minute=rate,
+            max_seconds=max_seconds,
+        )
+        if (quote.time_limit_seconds, quote.hold_cents) != (
+            call.time_limit_seconds,
+            call.hold_cents,
+        ):
+            # Less money than the longest call costs: the call lasts what the money pays for.
+            Call.objects.filter(pk=call.pk).update(
+                time_limit_seconds=quote.time_limit_seconds, hold_cents=quote.hold_cents
+            )
+            call.time_limit_seconds, call.hold_cents = quote.time_limit_seconds, quote.hold_cents
 
     # The provider is asked only after the commit: never inside a transaction or a row lock.
     outbound = OutboundCall(
