@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -270,45 +271,74 @@ def table_rows() -> tuple[int, int]:
 
 
 def run_wrk(
-    name: str, url: str, method: str, body: str | None, seed: Seed, args: argparse.Namespace
-) -> Result:
+    url: str, method: str, body: str | None, seed: Seed, seconds: int, args: argparse.Namespace
+) -> dict[str, Any]:
     env = {**os.environ, "BENCH_METHOD": method, "BENCH_API_KEY": seed.api_key}
     if body is not None:
         env["BENCH_BODY"] = body
-    base = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "--timeout", "10s"]
-    script = ["-s", str(ROOT / "bench" / "wrk.lua"), url]
-    # A short warm-up first: import caches, connection pools, PostgreSQL's buffers.
-    subprocess.run(  # noqa: S603 (our own venv's programs)
-        [*base, "-d", f"{args.warmup}s", *script], env=env, check=True, capture_output=True
-    )
-    out = subprocess.run(  # noqa: S603 (our own venv's programs)
-        [*base, "-d", f"{args.duration}s", *script],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
+    command = [
+        "wrk",
+        "-t", str(args.threads),
+        "-c", str(args.connections),
+        "-d", f"{seconds}s",
+        "--timeout", "10s",
+        "-s", str(ROOT / "bench" / "wrk.lua"),
+        url,
+    ]  # fmt: skip
+    out = subprocess.run(  # noqa: S603 (wrk, with our own arguments)
+        command, env=env, check=True, capture_output=True, text=True
     ).stdout
-    data = json.loads(out.strip().splitlines()[-1])
-    return Result(
-        name=name,
-        requests=data["requests"],
-        seconds=data["duration_us"] / 1e6,
-        p50_ms=data["p50_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000,
-        errors=data["non2xx"] + data["socket_errors"],
-        first_bad=data["first_bad"],
+    data: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return data
+
+
+def pooled_percentile(rounds: list[dict[str, Any]], percent: float) -> float:
+    """A percentile of all rounds' requests together: each round's 1,000 quantiles stand for
+    equal shares of its requests."""
+    weighted = sorted(
+        (value, r["requests"] / len(r["quantiles_us"]))
+        for r in rounds
+        for value in r["quantiles_us"]
     )
+    target = sum(weight for _, weight in weighted) * percent / 100
+    seen = 0.0
+    for value, weight in weighted:
+        seen += weight
+        if seen >= target:
+            return float(value)
+    return float(weighted[-1][0])
 
 
 def run_scenarios(base_url: str, seed: Seed, args: argparse.Namespace) -> dict[str, Result]:
-    scenarios = [
-        ("baseline", f"{base_url}/calls/{seed.baseline_call_id}", "GET", None),
-        ("initiate/sandbox", f"{base_url}/calls/initiate", "POST", initiate_body(SANDBOX_NUMBER)),
-        ("initiate/twilio", f"{base_url}/calls/initiate", "POST", initiate_body(TWILIO_NUMBER)),
-    ]
+    scenarios = {
+        "baseline": (f"{base_url}/calls/{seed.baseline_call_id}", "GET", None),
+        "initiate/sandbox": (
+            f"{base_url}/calls/initiate",
+            "POST",
+            initiate_body(SANDBOX_NUMBER),
+        ),
+        "initiate/twilio": (f"{base_url}/calls/initiate", "POST", initiate_body(TWILIO_NUMBER)),
+    }
+    # A warm-up first (imports, connection pools, PostgreSQL's buffers), then the scenarios take
+    # turns, so a neighbour's burst on this shared machine falls on all of them alike.
+    for url, method, body in scenarios.values():
+        run_wrk(url, method, body, seed, args.warmup, args)
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in scenarios}
+    per_round = max(1, args.duration // args.rounds)
+    for _ in range(args.rounds):
+        for name, (url, method, body) in scenarios.items():
+            rounds[name].append(run_wrk(url, method, body, seed, per_round, args))
     results = {}
-    for name, url, method, body in scenarios:
-        results[name] = result = run_wrk(name, url, method, body, seed, args)
+    for name, runs in rounds.items():
+        results[name] = result = Result(
+            name=name,
+            requests=sum(r["requests"] for r in runs),
+            seconds=sum(r["duration_us"] for r in runs) / 1e6,
+            p50_ms=pooled_percentile(runs, 50) / 1000,
+            p99_ms=pooled_percentile(runs, 99) / 1000,
+            errors=sum(r["non2xx"] + r["socket_errors"] for r in runs),
+            first_bad=next((r["first_bad"] for r in runs if r["first_bad"]), ""),
+        )
         log(
             f"  {name:<17} {result.rps:8.1f} req/s  p50 {result.p50_ms:6.1f} ms  "
             f"p99 {result.p99_ms:6.1f} ms  errors {result.errors}"
@@ -347,7 +377,8 @@ def print_report(
     log(
         f"machine: {os.cpu_count()} cores, load average at start {args.load_at_start}; "
         f"gunicorn {args.workers} sync workers; wrk -t{args.threads} -c{args.connections} "
-        f"-d{args.duration}s (after a {args.warmup}s warm-up)"
+        f"-d{args.duration // args.rounds}s x {args.rounds} rounds per scenario, taking turns "
+        f"(after a {args.warmup}s warm-up)"
     )
     header = (
         f"{'scenario':<17} {'tables':<6} {'calls':>9} {'ledger':>9} {'req/s':>8} "
@@ -404,7 +435,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--duration", type=int, help="seconds per scenario (20; quick: 10)")
+    parser.add_argument(
+        "--duration", type=int, help="measured seconds per scenario (24; quick: 12)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="turns the scenarios take")
     parser.add_argument("--warmup", type=int, help="seconds of warm-up per scenario (3; quick: 2)")
     parser.add_argument(
         "--database-url",
@@ -414,7 +448,7 @@ def main() -> None:
         help="a database the benchmark may drop and create (BENCH_DATABASE_URL)",
     )
     args = parser.parse_args()
-    args.duration = args.duration or (10 if args.quick else 20)
+    args.duration = args.duration or (12 if args.quick else 24)
     args.warmup = args.warmup or (2 if args.quick else 3)
     args.load_at_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
 

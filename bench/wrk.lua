@@ -40,11 +40,17 @@ function done(summary, latency, requests)
     end
   end
   local errors = summary.errors
+  -- The latency distribution in 0.1 % steps, so runs can be pooled into one distribution.
+  local quantiles = {}
+  for i = 1, 1000 do
+    quantiles[i] = string.format("%d", latency:percentile(i / 10))
+  end
+  local clean = string.gsub(sample, '["\\\n]', " ")
   io.write(string.format(
-    '{"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, '
-      .. '"non2xx": %d, "socket_errors": %d, "first_bad": "%s"}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    latency.max, bad, errors.connect + errors.read + errors.write + errors.timeout,
-    string.gsub(sample, '["\\\n]', " ")
+    '{"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, '
+      .. '"first_bad": "%s", "quantiles_us": [%s]}\n',
+    summary.requests, summary.duration, bad,
+    errors.connect + errors.read + errors.write + errors.timeout,
+    clean, table.concat(quantiles, ",")
   ))
 end
