@@ -181,8 +181,8 @@ def test_a_balance_short_of_the_longest_call_takes_the_locked_path(
 ) -> None:
     """Not the hot path: the hold that would cover the assistant's longest call is refused, so
     the balance is locked, the call is cut to what the money pays for, and its row follows.
-    The four extra statements: the refused hold, SELECT ... FOR UPDATE, the balance's UPDATE and
-    the ledger's INSERT in place of the one-statement hold, and the call's shorter limit."""
+    Four more statements: after the one-statement hold is refused, SELECT ... FOR UPDATE, the
+    balance's UPDATE, the ledger's INSERT, and the UPDATE of the call's shorter limit."""
     from tests.conftest import make_tenant
 
     tenant = make_tenant(balance_cents=25)
