@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--html")
     parser.add_argument("--cprofile", action="store_true", help="cProfile's flat view instead")
+    parser.add_argument("--timeit", action="store_true", help="only time the requests")
     parser.add_argument(
         "--database-url", default="postgres://postgres@127.0.0.1:5432/burki_bench_profile"
     )
@@ -87,6 +88,34 @@ def main() -> None:
             send()
         for n, query in enumerate(queries.captured_queries, 1):
             print(f"{n:>2}. {query['time']}s {query['sql'][:300]}")
+        if args.timeit:
+            import time
+            from collections import defaultdict
+
+            spent: dict[str, list[float]] = defaultdict(list)
+
+            def timed(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+                started = time.perf_counter()
+                try:
+                    return execute(sql, params, many, context)
+                finally:
+                    spent[" ".join(sql.split()[:4])[:60]].append(time.perf_counter() - started)
+
+            with connection.execute_wrapper(timed):
+                for _ in range(args.requests):
+                    send()
+            for statement, times in spent.items():
+                print(f"  {sum(times) / args.requests * 1000:6.3f} ms/request  {statement}")
+
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(args.requests):
+                send()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            print(
+                f"{args.scenario}: {wall / args.requests * 1000:.2f} ms wall, "
+                f"{cpu / args.requests * 1000:.2f} ms CPU in this process per request"
+            )
+            return
         if args.cprofile:
             import cProfile
             import pstats

@@ -10,8 +10,10 @@ from telephony.states import FINAL_STATES, CallState
 class Call(models.Model):
     # A UUID, not a sequence: call ids appear in webhook URLs and must not be guessable.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Indexed by call_org_created and call_org_status, which lead with it: one index fewer to
+    # write on every insert and status change.
     organization = models.ForeignKey(
-        "burki.Organization", on_delete=models.PROTECT, related_name="calls"
+        "burki.Organization", on_delete=models.PROTECT, related_name="calls", db_index=False
     )
     phone_number = models.ForeignKey(
         "telephony.PhoneNumber", null=True, on_delete=models.SET_NULL, related_name="calls"
@@ -78,7 +80,8 @@ class Call(models.Model):
 class CallEvent(models.Model):
     """The call's timeline: every lifecycle event that moved it, in the order it arrived."""
 
-    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="events")
+    # Indexed by call_event_call_created, which leads with it.
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="events", db_index=False)
     status = models.CharField(max_length=20, choices=CallState.choices)
     source = models.CharField(max_length=20)  # the provider, or "api" for our own steps
     detail = models.JSONField(default=dict, blank=True)

@@ -16,8 +16,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from billing.models import LedgerEntry
 from burki.models import ApiKey
-from calls.models import Call
+from calls.models import Call, CallEvent
 from tests.conftest import Tenant, assert_money_consistent
 from tests.factories import AssistantFactory, OrganizationFactory, PhoneNumberFactory
 from tests.test_twilio import CALL_SID, CALLS_URL, signed_post, twilio_created
@@ -384,3 +385,21 @@ class TestPlans:
         for sql, plan in explained.items():
             assert "Seq Scan" not in plan, f"{sql}\n{plan}"
         assert Call.objects.get(pk=call_id).status == "completed"
+
+    def test_lookups_by_a_foreign_key_use_the_composite_index_that_leads_with_it(
+        self, tenant: Tenant, sandbox_number
+    ) -> None:
+        fill_tables(tenant, rows=2000)
+        call = Call.objects.filter(organization=tenant.organization).first()
+        assert call is not None
+
+        with CaptureQueriesContext(connection) as lookups:
+            list(LedgerEntry.objects.filter(call=call))
+            list(CallEvent.objects.filter(call=call))
+            list(LedgerEntry.objects.filter(organization=tenant.organization)[:10])
+            list(Call.objects.filter(organization=tenant.organization)[:10])
+
+        explained = plans(lookups.captured_queries)
+        assert len(explained) == 4
+        for sql, plan in explained.items():
+            assert "Seq Scan" not in plan, f"{sql}\n{plan}"
