@@ -42,7 +42,10 @@ def hold_quote(*, available_cents: int, rate_cents_per_minute: int, max_seconds:
 
 def balance_lock(*, organization_id: int) -> Balance | None:
     """The organization's Balance, locked until the transaction ends (None: never funded)."""
-    return Balance.objects.select_for_update().filter(organization_id=organization_id).first()
+    try:
+        return Balance.objects.select_for_update().get(organization_id=organization_id)
+    except Balance.DoesNotExist:
+        return None
 
 
 def _entry(

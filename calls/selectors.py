@@ -25,10 +25,10 @@ def caller_phone_number(*, organization_id: int, number: str) -> PhoneNumber:
 
 
 def caller_assistant(*, organization_id: int, assistant_id: int) -> Assistant:
-    assistant = Assistant.objects.filter(pk=assistant_id, organization_id=organization_id).first()
-    if assistant is None:
-        raise NotInOrganization(assistant_not_in_organization(assistant_id))
-    return assistant
+    try:
+        return Assistant.objects.get(pk=assistant_id, organization_id=organization_id)
+    except Assistant.DoesNotExist:
+        raise NotInOrganization(assistant_not_in_organization(assistant_id)) from None
 
 
 def calls_for_organization(*, organization_id: int, status: str | None = None) -> QuerySet[Call]:
@@ -38,9 +38,18 @@ def calls_for_organization(*, organization_id: int, status: str | None = None) -
     return calls.order_by("-created_at", "-id")
 
 
+# get(), not first(), for the lookups by key below: no ORDER BY to compile for one row.
+
+
 def call_for_organization(*, organization_id: int, call_id: UUID) -> Call | None:
-    return Call.objects.filter(organization_id=organization_id, pk=call_id).first()
+    try:
+        return Call.objects.get(organization_id=organization_id, pk=call_id)
+    except Call.DoesNotExist:
+        return None
 
 
 def call_for_webhook(*, call_id: UUID) -> Call | None:
-    return Call.objects.select_related("provider_account").filter(pk=call_id).first()
+    try:
+        return Call.objects.select_related("provider_account").get(pk=call_id)
+    except Call.DoesNotExist:
+        return None
