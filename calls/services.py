@@ -10,7 +10,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import F, Value
 from django.db.models.functions import Coalesce, NullIf
 from django.urls import reverse
 from django.utils import timezone
@@ -180,15 +180,14 @@ def call_initiate(
         raise ProviderFailed() from exc
 
     now = timezone.now()
-    # A fast provider's first webhook may have moved the call already: only queued → initiated.
-    Call.objects.filter(pk=call.pk).update(
-        call_sid=call_sid,
-        status=Case(
-            When(status=CallState.QUEUED, then=Value(CallState.INITIATED)), default=F("status")
-        ),
-        initiated_at=Coalesce(F("initiated_at"), Value(now)),
-        updated_at=now,
+    claimed = Call.objects.filter(pk=call.pk, status=CallState.QUEUED).update(
+        call_sid=call_sid, status=CallState.INITIATED, initiated_at=now, updated_at=now
     )
+    if not claimed:
+        # A fast provider's first webhook moved the call on already: keep its state.
+        Call.objects.filter(pk=call.pk).update(
+            call_sid=call_sid, initiated_at=Coalesce(F("initiated_at"), Value(now)), updated_at=now
+        )
     call.call_sid = call_sid
     call.status = CallState.INITIATED
     call.initiated_at = now

@@ -197,6 +197,29 @@ def test_a_balance_short_of_the_longest_call_takes_the_locked_path(
     assert (call.time_limit_seconds, call.hold_cents) == (150, 25)
 
 
+def test_a_webhook_that_beat_the_providers_answer_keeps_its_state(
+    tenant: Tenant, sandbox_number, monkeypatch, django_assert_num_queries
+) -> None:
+    """The provider's first webhook can arrive before its answer to our request: the call keeps
+    the state the webhook gave it and still gets its call id, in one more UPDATE."""
+    from telephony.providers.sandbox import SandboxProvider
+
+    def place_call_and_ring_first(self, call, account):  # type: ignore[no-untyped-def]
+        Call.objects.filter(pk=call.call_id).update(status="ringing")
+        return "SB-raced"
+
+    monkeypatch.setattr(SandboxProvider, "place_call", place_call_and_ring_first)
+    key_used_just_now(tenant)
+
+    with django_assert_num_queries(INITIATE + 2):  # the webhook's UPDATE and ours again
+        response = tenant.client.post("/calls/initiate", body("+15551234567"), format="json")
+
+    assert response.json()["call_sid"] == "SB-raced"
+    call = Call.objects.get(pk=response.json()["call_id"])
+    assert (call.status, call.call_sid) == ("ringing", "SB-raced")
+    assert call.initiated_at is not None
+
+
 def fill_tables(tenant: Tenant, rows: int) -> None:
     """Calls and ledger rows for this organization and three others, written in bulk."""
     org_ids = [tenant.organization.pk] + [OrganizationFactory().pk for _ in range(3)]
