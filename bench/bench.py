@@ -10,6 +10,13 @@ concurrency:
 
 Then (unless --quick) it grows the calls and ledger tables to 1,000,000 rows each and drives
 the same three again. The last line is the summary the issue asks for.
+
+With --compare-with DIR, a second copy of the project (another commit, e.g. unpacked with
+`git archive`) is set up the same way on its own database and port, and its scenarios take turns
+with this tree's in every round: a before/after comparison from one run on one machine.
+
+Everything that needs Django runs in a child process inside the tree it measures
+(`bench.py --task ...`), so each tree is seeded and counted with its own code.
 """
 
 from __future__ import annotations
@@ -44,6 +51,21 @@ class Seed:
     api_key: str
     organization_id: int
     baseline_call_id: str
+
+
+@dataclass
+class Target:
+    label: str
+    source: Path
+    database_url: str
+    port: int
+    env: dict[str, str]
+    seed: Seed | None = None
+    gunicorn: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -312,28 +334,39 @@ def pooled_percentile(rounds: list[dict[str, Any]], percent: float) -> float:
     return float(weighted[-1][0])
 
 
-def run_scenarios(base_url: str, seed: Seed, args: argparse.Namespace) -> dict[str, Result]:
-    scenarios = {
-        "baseline": (f"{base_url}/calls/{seed.baseline_call_id}", "GET", None),
-        "initiate/sandbox": (
-            f"{base_url}/calls/initiate",
-            "POST",
-            initiate_body(SANDBOX_NUMBER),
-        ),
-        "initiate/twilio": (f"{base_url}/calls/initiate", "POST", initiate_body(TWILIO_NUMBER)),
+SCENARIOS = ("baseline", "initiate/sandbox", "initiate/twilio")
+
+
+def scenario_request(name: str, target: Target) -> tuple[str, str, str | None]:
+    assert target.seed is not None
+    if name == "baseline":
+        return f"{target.base_url}/calls/{target.seed.baseline_call_id}", "GET", None
+    number = SANDBOX_NUMBER if name == "initiate/sandbox" else TWILIO_NUMBER
+    return f"{target.base_url}/calls/initiate", "POST", initiate_body(number)
+
+
+def run_scenarios(targets: list[Target], args: argparse.Namespace) -> dict[str, dict[str, Result]]:
+    """Results by target label, then by scenario."""
+    # A warm-up first (imports, connection pools, PostgreSQL's buffers), then the scenarios (and
+    # the trees) take turns, so a neighbour's burst on this shared machine falls on all alike.
+    for target in targets:
+        for name in SCENARIOS:
+            url, method, body = scenario_request(name, target)
+            run_wrk(url, method, body, target.seed, args.warmup, args)  # type: ignore[arg-type]
+    rounds: dict[tuple[str, str], list[dict[str, Any]]] = {
+        (t.label, name): [] for t in targets for name in SCENARIOS
     }
-    # A warm-up first (imports, connection pools, PostgreSQL's buffers), then the scenarios take
-    # turns, so a neighbour's burst on this shared machine falls on all of them alike.
-    for url, method, body in scenarios.values():
-        run_wrk(url, method, body, seed, args.warmup, args)
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in scenarios}
     per_round = max(1, args.duration // args.rounds)
     for _ in range(args.rounds):
-        for name, (url, method, body) in scenarios.items():
-            rounds[name].append(run_wrk(url, method, body, seed, per_round, args))
-    results = {}
-    for name, runs in rounds.items():
-        results[name] = result = Result(
+        for name in SCENARIOS:
+            for target in targets:
+                url, method, body = scenario_request(name, target)
+                rounds[target.label, name].append(
+                    run_wrk(url, method, body, target.seed, per_round, args)  # type: ignore[arg-type]
+                )
+    results: dict[str, dict[str, Result]] = {t.label: {} for t in targets}
+    for (label, name), runs in rounds.items():
+        results[label][name] = result = Result(
             name=name,
             requests=sum(r["requests"] for r in runs),
             seconds=sum(r["duration_us"] for r in runs) / 1e6,
@@ -343,7 +376,7 @@ def run_scenarios(base_url: str, seed: Seed, args: argparse.Namespace) -> dict[s
             first_bad=next((r["first_bad"] for r in runs if r["first_bad"]), ""),
         )
         log(
-            f"  {name:<17} {result.rps:8.1f} req/s  p50 {result.p50_ms:6.1f} ms  "
+            f"  {label:<9} {name:<17} {result.rps:8.1f} req/s  p50 {result.p50_ms:6.1f} ms  "
             f"p99 {result.p99_ms:6.1f} ms  errors {result.errors}"
             + (f"  (first: {result.first_bad})" if result.errors else "")
         )
@@ -371,10 +404,11 @@ def ratio(a: float, b: float) -> float:
 
 def print_report(
     args: argparse.Namespace,
-    phases: dict[str, dict[str, Result]],
-    rows: dict[str, tuple[int, int]],
-    queries: dict[str, dict[str, int]],
-    rss: dict[int, float],
+    targets: list[Target],
+    phases: dict[str, dict[str, dict[str, Result]]],
+    rows: dict[str, dict[str, tuple[int, int]]],
+    queries: dict[str, dict[str, dict[str, int]]],
+    rss: dict[str, dict[int, float]],
 ) -> None:
     log("")
     log(
@@ -383,69 +417,131 @@ def print_report(
         f"-d{args.duration // args.rounds}s x {args.rounds} rounds per scenario, taking turns "
         f"(after a {args.warmup}s warm-up)"
     )
+    if len(targets) > 1:
+        log("this: this tree; compare: the tree given with --compare-with")
     header = (
-        f"{'scenario':<17} {'tables':<6} {'calls':>9} {'ledger':>9} {'req/s':>8} "
+        f"{'tree':<9} {'scenario':<17} {'tables':<6} {'calls':>9} {'ledger':>9} {'req/s':>8} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'p99/p50':>7} {'errors':>6} {'queries':>7}"
     )
     log(header)
     log("-" * len(header))
-    for phase, results in phases.items():
-        calls, entries = rows[phase]
-        for name, r in results.items():
-            log(
-                f"{name:<17} {phase:<6} {calls:>9} {entries:>9} {r.rps:>8.1f} {r.p50_ms:>7.1f} "
-                f"{r.p99_ms:>7.1f} {ratio(r.p99_ms, r.p50_ms):>7.2f} {r.errors:>6} "
-                f"{queries[phase][name]:>7}"
-            )
-    log("")
-    for phase, results in phases.items():
-        base = results["baseline"].rps
-        log(
-            f"{phase} tables: initiate/baseline="
-            f"{ratio(results['initiate/sandbox'].rps, base):.2f} "
-            f"twilio/baseline={ratio(results['initiate/twilio'].rps, base):.2f}"
-        )
-    if "large" in phases:
-        log(
-            "large/small: "
-            + " ".join(
-                f"{name}={ratio(phases['large'][name].rps, phases['small'][name].rps):.2f}"
-                for name in phases["small"]
-            )
-        )
-        # The machine's load moves between the two phases; the baseline barely touches the grown
-        # tables, so initiate's share of it shows what the table size itself costs.
-        log(
-            "large/small relative to the baseline's own change: "
-            + " ".join(
-                f"{name}="
-                + format(
-                    ratio(
-                        ratio(phases["large"][name].rps, phases["large"]["baseline"].rps),
-                        ratio(phases["small"][name].rps, phases["small"]["baseline"].rps),
-                    ),
-                    ".2f",
+    for phase in phases:
+        for target in targets:
+            calls, entries = rows[phase][target.label]
+            for name, r in phases[phase][target.label].items():
+                log(
+                    f"{target.label:<9} {name:<17} {phase:<6} {calls:>9} {entries:>9} "
+                    f"{r.rps:>8.1f} {r.p50_ms:>7.1f} {r.p99_ms:>7.1f} "
+                    f"{ratio(r.p99_ms, r.p50_ms):>7.2f} {r.errors:>6} "
+                    f"{queries[phase][target.label][name]:>7}"
                 )
-                for name in ("initiate/sandbox", "initiate/twilio")
+    log("")
+    for target in targets:
+        label = target.label
+        for phase in phases:
+            results = phases[phase][label]
+            base = results["baseline"].rps
+            log(
+                f"{label} {phase} tables: initiate/baseline="
+                f"{ratio(results['initiate/sandbox'].rps, base):.2f} "
+                f"twilio/baseline={ratio(results['initiate/twilio'].rps, base):.2f}"
             )
+        if "large" in phases:
+            large, small = phases["large"][label], phases["small"][label]
+            log(
+                f"{label} large/small: "
+                + " ".join(
+                    f"{name}={ratio(large[name].rps, small[name].rps):.2f}" for name in SCENARIOS
+                )
+            )
+            # The machine's load moves between the two phases; the baseline barely touches the
+            # grown tables, so initiate's share of it shows what the table size itself costs.
+            log(
+                f"{label} large/small relative to the baseline's own change: "
+                + " ".join(
+                    f"{name}="
+                    + format(
+                        ratio(
+                            ratio(large[name].rps, large["baseline"].rps),
+                            ratio(small[name].rps, small["baseline"].rps),
+                        ),
+                        ".2f",
+                    )
+                    for name in SCENARIOS[1:]
+                )
+            )
+        log(
+            f"{label} peak RSS per worker (MiB): "
+            + ", ".join(f"pid {pid} {mib:.1f}" for pid, mib in sorted(rss[label].items()))
         )
-    log(
-        "peak RSS per worker (MiB): "
-        + ", ".join(f"pid {pid} {mib:.1f}" for pid, mib in sorted(rss.items()))
-    )
-    small = phases["small"]
+    if len(targets) > 1:
+        this, other = targets[0].label, targets[1].label
+        for phase, by_tree in phases.items():
+            log(
+                f"{this}/{other} throughput, {phase} tables: "
+                + " ".join(
+                    f"{name}={ratio(by_tree[this][name].rps, by_tree[other][name].rps):.2f}"
+                    for name in SCENARIOS
+                )
+            )
+    label = targets[0].label
+    small = phases["small"][label]
     base = small["baseline"].rps
-    large_small = (
-        f"{ratio(phases['large']['initiate/sandbox'].rps, small['initiate/sandbox'].rps):.2f}"
-        if "large" in phases
-        else "skipped"
-    )
-    initiate_queries = max(q["initiate/sandbox"] for q in queries.values())
+    large_small = "skipped"
+    if "large" in phases:
+        large = phases["large"][label]
+        large_small = f"{ratio(large['initiate/sandbox'].rps, small['initiate/sandbox'].rps):.2f}"
+    initiate_queries = max(q[label]["initiate/sandbox"] for q in queries.values())
     log(
         f"summary: initiate/baseline={ratio(small['initiate/sandbox'].rps, base):.2f} "
         f"twilio/baseline={ratio(small['initiate/twilio'].rps, base):.2f} "
         f"large/small={large_small} queries={initiate_queries}"
     )
+
+
+def run_task(args: argparse.Namespace) -> None:
+    """Child-process side: Django set up on the tree in the working directory."""
+    sys.path.insert(0, os.getcwd())
+    import django
+
+    django.setup()
+    result: Any
+    if args.task == "seed":
+        result = seed().__dict__
+    elif args.task == "queries":
+        result = count_queries(Seed(**json.loads(args.task_input)))
+    elif args.task == "grow":
+        grow_tables(int(args.task_input))
+        result = "grown"
+    else:
+        result = table_rows()
+    print(json.dumps(result))
+
+
+def django_task(target: Target, task: str, task_input: str = "") -> Any:
+    command = [str(BIN / "python"), str(ROOT / "bench" / "bench.py"), "--task", task]
+    if task_input:
+        command += ["--task-input", task_input]
+    out = subprocess.run(  # noqa: S603 (our own script)
+        command, cwd=target.source, env=target.env, check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def start_gunicorn(target: Target, workers: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603 (our own venv's programs)
+        [
+            str(BIN / "gunicorn"),
+            "burki.wsgi:application",
+            "--bind", f"127.0.0.1:{target.port}",
+            "--workers", str(workers),
+            "--worker-class", "sync",
+            "--backlog", "2048",
+            "--log-level", "warning",
+        ],
+        cwd=target.source,
+        env=target.env,
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -466,39 +562,59 @@ def main() -> None:
         ),
         help="a database the benchmark may drop and create (BENCH_DATABASE_URL)",
     )
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="DIR",
+        help="another copy of the project to measure in the same run (database: ..._compare)",
+    )
+    parser.add_argument("--task", help=argparse.SUPPRESS)
+    parser.add_argument("--task-input", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.task:
+        run_task(args)
+        return
     args.duration = args.duration or (12 if args.quick else 24)
     args.warmup = args.warmup or (2 if args.quick else 3)
     args.load_at_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
-    taken: set[int] = set()
-    port, twilio_port = free_port(taken), free_port(taken)
-    base_url = f"http://127.0.0.1:{port}"
     from cryptography.fernet import Fernet
 
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "burki.settings",
-            "DATABASE_URL": args.database_url,
-            "DEBUG": "false",
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-            "PUBLIC_BASE_URL": base_url,
-            "TWILIO_API_BASE_URL": f"http://127.0.0.1:{twilio_port}",
-            "ALLOWED_HOSTS": "127.0.0.1",
+    taken: set[int] = set()
+    twilio_port = free_port(taken)
+    common = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "burki.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "TWILIO_API_BASE_URL": f"http://127.0.0.1:{twilio_port}",
+        "ALLOWED_HOSTS": "127.0.0.1",
+    }
+    sources = [("this", ROOT, args.database_url)]
+    if args.compare_with:
+        sources.append(("compare", args.compare_with.resolve(), args.database_url + "_compare"))
+    targets = []
+    for label, source, database_url in sources:
+        port = free_port(taken)
+        env = {
+            **common,
+            "DATABASE_URL": database_url,
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "PYTHONPATH": str(source),
         }
-    )
-    sys.path.insert(0, str(ROOT))
+        targets.append(Target(label, source, database_url, port, env))
 
-    log(f"database {args.database_url.rsplit('/', 1)[1]}: create and migrate")
-    recreate_database(args.database_url)
-    subprocess.run(  # noqa: S603 (our own venv's programs)
-        [str(BIN / "python"), "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, check=True
-    )
-    import django
-
-    django.setup()
-    seed_data = seed()
+    for target in targets:
+        log(f"{target.label}: database {target.database_url.rsplit('/', 1)[1]}: create, migrate")
+        recreate_database(target.database_url)
+        subprocess.run(  # noqa: S603 (our own venv's programs)
+            [str(BIN / "python"), "manage.py", "migrate", "--verbosity", "0"],
+            cwd=target.source,
+            env=target.env,
+            check=True,
+        )
+        target.seed = Seed(**django_task(target, "seed"))
 
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -508,39 +624,36 @@ def main() -> None:
             )
         )
         wait_for_port(twilio_port)
-        gunicorn = subprocess.Popen(  # noqa: S603 (our own venv's programs)
-            [
-                str(BIN / "gunicorn"),
-                "burki.wsgi:application",
-                "--bind", f"127.0.0.1:{port}",
-                "--workers", str(args.workers),
-                "--worker-class", "sync",
-                "--backlog", "2048",
-                "--log-level", "warning",
-            ],
-            cwd=ROOT,
-        )  # fmt: skip
-        processes.append(gunicorn)
-        log(f"gunicorn on {base_url}, {args.workers} workers; fake Twilio on :{twilio_port}")
-        wait_for(f"{base_url}/health")
+        for target in targets:
+            target.gunicorn = start_gunicorn(target, args.workers)
+            processes.append(target.gunicorn)
+            log(f"{target.label}: gunicorn on {target.base_url}, {args.workers} workers")
+        log(f"fake Twilio on :{twilio_port}")
+        for target in targets:
+            wait_for(f"{target.base_url}/health")
 
-        phases: dict[str, dict[str, Result]] = {}
-        rows: dict[str, tuple[int, int]] = {}
-        queries: dict[str, dict[str, int]] = {}
-        rows["small"] = table_rows()
-        log(f"small tables ({rows['small'][0]} calls, {rows['small'][1]} ledger rows):")
-        phases["small"] = run_scenarios(base_url, seed_data, args)
-        queries["small"] = count_queries(seed_data)
-        if not args.quick:
-            started = time.monotonic()
-            log(f"growing calls and ledger to {LARGE_ROWS:,} rows each ...")
-            grow_tables(seed_data.organization_id)
-            rows["large"] = table_rows()
-            log(f"  done in {time.monotonic() - started:.0f} s")
-            log(f"large tables ({rows['large'][0]} calls, {rows['large'][1]} ledger rows):")
-            phases["large"] = run_scenarios(base_url, seed_data, args)
-            queries["large"] = count_queries(seed_data)
-        rss = {pid: peak_rss_mib(pid) for pid in worker_pids(gunicorn.pid)}
+        phases: dict[str, dict[str, dict[str, Result]]] = {}
+        rows: dict[str, dict[str, tuple[int, int]]] = {}
+        queries: dict[str, dict[str, dict[str, int]]] = {}
+        for phase in ("small", "large"):
+            if phase == "large":
+                if args.quick:
+                    break
+                for target in targets:
+                    started = time.monotonic()
+                    log(f"{target.label}: growing calls and ledger to {LARGE_ROWS:,} rows each")
+                    django_task(target, "grow", str(target.seed.organization_id))  # type: ignore[union-attr]
+                    log(f"  done in {time.monotonic() - started:.0f} s")
+            rows[phase] = {t.label: tuple(django_task(t, "rows")) for t in targets}  # type: ignore[misc]
+            log(f"{phase} tables:")
+            phases[phase] = run_scenarios(targets, args)
+            queries[phase] = {
+                t.label: django_task(t, "queries", json.dumps(t.seed.__dict__)) for t in targets
+            }
+        rss = {
+            t.label: {pid: peak_rss_mib(pid) for pid in worker_pids(t.gunicorn.pid)}  # type: ignore[union-attr]
+            for t in targets
+        }
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -549,7 +662,7 @@ def main() -> None:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
-    print_report(args, phases, rows, queries, rss)
+    print_report(args, targets, phases, rows, queries, rss)
 
 
 if __name__ == "__main__":
