@@ -164,7 +164,8 @@ class TestInitiate:
             response = tenant.client.post("/calls/initiate", body("+15551234567"), format="json")
 
         assert_initiated(response, tenant, "SB")
-        assert ApiKey.objects.get(organization=tenant.organization).last_used_at >= before
+        last_used_at = ApiKey.objects.get(organization=tenant.organization).last_used_at
+        assert last_used_at is not None and last_used_at >= before
 
     def test_the_next_request_within_the_minute_skips_that_write(
         self, tenant: Tenant, sandbox_number, django_assert_num_queries
