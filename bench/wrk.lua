@@ -45,7 +45,7 @@ function done(summary, latency, requests)
   for i = 1, 1000 do
     quantiles[i] = string.format("%d", latency:percentile(i / 10))
   end
-  local clean = string.gsub(sample, '["\\\n]', " ")
+  local clean = string.gsub(sample, '[%c"\\]', " ")
   io.write(string.format(
     '{"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, '
       .. '"first_bad": "%s", "quantiles_us": [%s]}\n',
