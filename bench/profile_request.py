@@ -1,8 +1,7 @@
 """Profile one scenario in-process with pyinstrument, and list the SQL a request sends.
 
-  .venv/bin/pip install pyinstrument
   .venv/bin/python bench/profile_request.py [sandbox|twilio|baseline] [--requests 500]
-      [--cprofile | --html out.html]
+      [--cprofile | --timeit | --html out.html]
 
 It builds the same database and seed as bench/run (in burki_bench_profile), starts the fake
 Twilio, then sends the requests through Django's test client (the whole middleware and DRF
