@@ -4,6 +4,7 @@ Balance row (`select_for_update`) before reading it, and writes a LedgerEntry fo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from django.db import connection, transaction
@@ -72,8 +73,8 @@ def _entry(
     )
 
 
-def _write(balance: Balance, **change: object) -> LedgerEntry:
-    entry = _entry(balance, **change)  # type: ignore[arg-type]
+def _write(balance: Balance, **change: Any) -> LedgerEntry:
+    entry = _entry(balance, **change)
     balance.save(update_fields=["balance_cents", "held_cents", "updated_at"])
     entry.save(force_insert=True)
     return entry
