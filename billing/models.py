@@ -46,8 +46,12 @@ class LedgerEntry(models.Model):
         CHARGE = "charge", "Charge"
         ADJUSTMENT = "adjustment", "Adjustment"
 
+    # Indexed by ledger_org_created, which leads with it.
     organization = models.ForeignKey(
-        "burki.Organization", on_delete=models.CASCADE, related_name="ledger_entries"
+        "burki.Organization",
+        on_delete=models.CASCADE,
+        related_name="ledger_entries",
+        db_index=False,
     )
     kind = models.CharField(max_length=20, choices=Kind.choices)
     # Signed changes: `amount_cents` to the balance, `held_change_cents` to the held part.
@@ -55,8 +59,15 @@ class LedgerEntry(models.Model):
     held_change_cents = models.BigIntegerField(default=0)
     balance_after_cents = models.BigIntegerField()
     held_after_cents = models.BigIntegerField()
+    # Indexed by ledger_one_kind_per_call (call, kind) WHERE call IS NOT NULL, which serves
+    # every lookup by call.
     call = models.ForeignKey(
-        "calls.Call", null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries"
+        "calls.Call",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="ledger_entries",
+        db_index=False,
     )
     memo = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -4,9 +4,11 @@ Balance row (`select_for_update`) before reading it, and writes a LedgerEntry fo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from billing.models import Balance, LedgerEntry
 from burki.exceptions import InsufficientBalance
@@ -41,10 +43,13 @@ def hold_quote(*, available_cents: int, rate_cents_per_minute: int, max_seconds:
 
 def balance_lock(*, organization_id: int) -> Balance | None:
     """The organization's Balance, locked until the transaction ends (None: never funded)."""
-    return Balance.objects.select_for_update().filter(organization_id=organization_id).first()
+    try:
+        return Balance.objects.select_for_update().get(organization_id=organization_id)
+    except Balance.DoesNotExist:
+        return None
 
 
-def _write(
+def _entry(
     balance: Balance,
     *,
     kind: str,
@@ -53,10 +58,10 @@ def _write(
     call_id: UUID | None = None,
     memo: str = "",
 ) -> LedgerEntry:
+    """Apply a change to `balance` in memory and return its (unsaved) ledger row."""
     balance.balance_cents += amount_cents
     balance.held_cents += held_change_cents
-    balance.save(update_fields=["balance_cents", "held_cents", "updated_at"])
-    return LedgerEntry.objects.create(
+    return LedgerEntry(
         organization_id=balance.organization_id,
         kind=kind,
         amount_cents=amount_cents,
@@ -68,6 +73,13 @@ def _write(
     )
 
 
+def _write(balance: Balance, **change: Any) -> LedgerEntry:
+    entry = _entry(balance, **change)
+    balance.save(update_fields=["balance_cents", "held_cents", "updated_at"])
+    entry.save(force_insert=True)
+    return entry
+
+
 def balance_hold(*, balance: Balance, amount_cents: int, call_id: UUID) -> LedgerEntry:
     """Reserve money for a call; `balance` must come from `balance_lock` in this transaction."""
     if amount_cents <= 0 or amount_cents > balance.available_cents:
@@ -77,30 +89,105 @@ def balance_hold(*, balance: Balance, amount_cents: int, call_id: UUID) -> Ledge
     )
 
 
+# Claims the hold and writes its ledger row in one statement, only if the available money covers
+# it. The UPDATE takes the Balance row lock, so concurrent holds of one organization queue on it
+# exactly as with select_for_update, and PostgreSQL re-checks the condition after the wait.
+_HOLD_IF_COVERED = """
+WITH claimed AS (
+    UPDATE {balance} SET held_cents = held_cents + %(amount)s, updated_at = %(now)s
+    WHERE organization_id = %(organization_id)s AND balance_cents - held_cents >= %(amount)s
+    RETURNING organization_id, balance_cents, held_cents
+)
+INSERT INTO {ledger} (
+    organization_id, kind, amount_cents, held_change_cents, balance_after_cents,
+    held_after_cents, call_id, memo, created_at
+)
+SELECT organization_id, %(kind)s, 0, %(amount)s, balance_cents, held_cents, %(call_id)s, '',
+       %(now)s
+FROM claimed
+RETURNING id
+"""
+
+
+def balance_hold_call(
+    *, organization_id: int, call_id: UUID, rate_cents_per_minute: int, max_seconds: int
+) -> HoldQuote:
+    """Hold money for a call of at most `max_seconds`: all of it when the available balance
+    covers it, else as long a call as the available balance pays for (`hold_quote`).
+
+    Run it inside the caller's transaction, as its last statement before the commit where it
+    can be: the Balance row stays locked from here until the commit.
+    """
+    full = HoldQuote(
+        time_limit_seconds=max_seconds,
+        hold_cents=cost_cents(seconds=max_seconds, rate_cents_per_minute=rate_cents_per_minute),
+    )
+    # The common case, a funded organization: one statement, and no Python runs under the lock.
+    if connection.vendor == "postgresql" and full.hold_cents > 0:
+        sql = _HOLD_IF_COVERED.format(
+            balance=connection.ops.quote_name(Balance._meta.db_table),
+            ledger=connection.ops.quote_name(LedgerEntry._meta.db_table),
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql,
+                {
+                    "amount": full.hold_cents,
+                    "now": timezone.now(),
+                    "organization_id": organization_id,
+                    "kind": LedgerEntry.Kind.HOLD.value,
+                    "call_id": call_id,
+                },
+            )
+            if cursor.fetchone() is not None:
+                return full
+    balance = balance_lock(organization_id=organization_id)
+    if balance is None:
+        raise InsufficientBalance()
+    quote = hold_quote(
+        available_cents=balance.available_cents,
+        rate_cents_per_minute=rate_cents_per_minute,
+        max_seconds=max_seconds,
+    )
+    balance_hold(balance=balance, amount_cents=quote.hold_cents, call_id=call_id)
+    return quote
+
+
 def balance_settle(
     *, organization_id: int, call_id: UUID, held_cents: int, charge_cents: int
 ) -> None:
     """Charge a finished call (never more than was held) and release the rest of its hold."""
     charge = max(0, min(charge_cents, held_cents))
-    with transaction.atomic():
+    # No savepoint: callers run this inside their own transaction and let any error end it, so a
+    # savepoint would only add two round trips to every finished call.
+    with transaction.atomic(savepoint=False):
         balance = balance_lock(organization_id=organization_id)
         if balance is None:
             raise Balance.DoesNotExist(f"organization {organization_id} has no balance")
+        entries = []
         if charge:
-            _write(
-                balance,
-                kind=LedgerEntry.Kind.CHARGE,
-                amount_cents=-charge,
-                held_change_cents=-charge,
-                call_id=call_id,
+            entries.append(
+                _entry(
+                    balance,
+                    kind=LedgerEntry.Kind.CHARGE,
+                    amount_cents=-charge,
+                    held_change_cents=-charge,
+                    call_id=call_id,
+                )
             )
         if held_cents - charge:
-            _write(
-                balance,
-                kind=LedgerEntry.Kind.RELEASE,
-                held_change_cents=-(held_cents - charge),
-                call_id=call_id,
+            entries.append(
+                _entry(
+                    balance,
+                    kind=LedgerEntry.Kind.RELEASE,
+                    held_change_cents=-(held_cents - charge),
+                    call_id=call_id,
+                )
             )
+        if entries:
+            # One write of the balance and one insert for both rows (charge first, then release).
+            balance.save(update_fields=["balance_cents", "held_cents", "updated_at"])
+            LedgerEntry.objects.bulk_create(entries)
 
 
 def balance_release(*, organization_id: int, call_id: UUID, held_cents: int) -> None:

@@ -42,6 +42,8 @@ CALL_RATE_CENTS_PER_MINUTE = env.int("CALL_RATE_CENTS_PER_MINUTE", default=10)
 CALL_RING_TIMEOUT_SECONDS = env.int("CALL_RING_TIMEOUT_SECONDS", default=30)
 # How long we wait for a provider's REST API when placing a call.
 PROVIDER_TIMEOUT_SECONDS = env.float("PROVIDER_TIMEOUT_SECONDS", default=10.0)
+# Benchmarks only: point the Twilio SDK at a local fake of its REST API (empty: the real one).
+TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
 
 # Safety limits. A call over an organization's cap of simultaneous calls is refused (429);
 # Organization.max_concurrent_calls overrides the default.

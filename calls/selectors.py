@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-from datetime import timedelta
 from uuid import UUID
 
-from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -13,13 +11,9 @@ from calls.errors import (
     assistant_not_in_organization,
     number_not_in_organization,
 )
-from calls.models import Call
+from calls.models import LIVE_STATES, Call
 from telephony.models import PhoneNumber
 from telephony.selectors import phone_number_for_organization
-from telephony.states import FINAL_STATES
-
-# No assistant allows a longer call (assistants.Assistant's check constraint).
-MAX_TIME_LIMIT_SECONDS = 86400
 
 
 def caller_phone_number(*, organization_id: int, number: str) -> PhoneNumber:
@@ -32,10 +26,10 @@ def caller_phone_number(*, organization_id: int, number: str) -> PhoneNumber:
 
 
 def caller_assistant(*, organization_id: int, assistant_id: int) -> Assistant:
-    assistant = Assistant.objects.filter(pk=assistant_id, organization_id=organization_id).first()
-    if assistant is None:
-        raise NotInOrganization(assistant_not_in_organization(assistant_id))
-    return assistant
+    try:
+        return Assistant.objects.get(pk=assistant_id, organization_id=organization_id)
+    except Assistant.DoesNotExist:
+        raise NotInOrganization(assistant_not_in_organization(assistant_id)) from None
 
 
 def calls_for_organization(*, organization_id: int, status: str | None = None) -> QuerySet[Call]:
@@ -45,32 +39,32 @@ def calls_for_organization(*, organization_id: int, status: str | None = None) -
     return calls.order_by("-created_at", "-id")
 
 
+# get(), not first(), for the lookups by key below: no ORDER BY to compile for one row.
+
+
 def call_for_organization(*, organization_id: int, call_id: UUID) -> Call | None:
-    return Call.objects.filter(organization_id=organization_id, pk=call_id).first()
+    try:
+        return Call.objects.get(organization_id=organization_id, pk=call_id)
+    except Call.DoesNotExist:
+        return None
 
 
 def call_for_webhook(*, call_id: UUID) -> Call | None:
-    return Call.objects.select_related("provider_account").filter(pk=call_id).first()
+    try:
+        return Call.objects.select_related("provider_account").get(pk=call_id)
+    except Call.DoesNotExist:
+        return None
 
 
-def calls_in_progress(*, organization_id: int) -> int:
-    """Calls of the organization that are not final and could still be live.
+def calls_in_progress(*, organization_id: int, up_to: int) -> int:
+    """How many of the organization's calls are not final and could still be live, counting no
+    further than `up_to` (the cap's question is only "is there room?", so the cost is bounded by
+    the cap, not by how busy the organization is).
 
-    A call is over once its time limit and the ring time have passed (the provider enforces the
-    limit), even if its final webhook never came: such a call must not hold a slot forever.
-    The exact cut is made here rather than in SQL, which keeps it portable; the rows are the
-    organization's unfinished calls of the last day, a handful.
+    A call is over once its ring time and time limit have passed (`Call.live_until`; the
+    provider enforces the limit), even if its final webhook never came: such a call must not
+    hold a slot forever. One index range scan (call_org_live, partial on the live states).
     """
-    now = timezone.now()
-    slack = timedelta(seconds=settings.CALL_RING_TIMEOUT_SECONDS + 60)
-    rows = (
-        Call.objects.filter(
-            organization_id=organization_id,
-            created_at__gt=now - timedelta(seconds=MAX_TIME_LIMIT_SECONDS) - slack,
-        )
-        .exclude(status__in=FINAL_STATES)
-        .values_list("created_at", "time_limit_seconds")
-    )
-    return sum(
-        1 for created_at, limit in rows if created_at + timedelta(seconds=limit) + slack > now
-    )
+    return Call.objects.filter(
+        organization_id=organization_id, status__in=LIVE_STATES, live_until__gt=timezone.now()
+    )[:up_to].count()

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import F, Value
 from django.db.models.functions import Coalesce, NullIf
 from django.urls import reverse
 from django.utils import timezone
@@ -19,15 +19,12 @@ from rest_framework.exceptions import ValidationError
 
 from assistants.models import Assistant, ConversationFlow
 from billing.services import (
-    balance_hold,
-    balance_lock,
+    balance_hold_call,
     balance_release,
     balance_settle,
     cost_cents,
-    hold_quote,
 )
 from burki.exceptions import (
-    InsufficientBalance,
     ProviderFailed,
     ProviderTimedOut,
     ProviderUnavailable,
@@ -127,21 +124,14 @@ def call_initiate(
     rate = organization.effective_rate_cents_per_minute
     provider = get_provider(phone_number.provider)
 
-    # One short transaction: the Balance row lock is held only for these few statements.
+    max_seconds = assistant.max_call_duration_seconds
+    # One short transaction. The call is written first and the money held last, so the
+    # organization's Balance row (locked by the hold) is held only until the commit: calls of one
+    # organization queue on that lock, and nothing but the commit may run under it.
+    now = timezone.now()
+    # Ring time, then the call itself, then a minute for the provider's own rounding.
+    slack = timedelta(seconds=settings.CALL_RING_TIMEOUT_SECONDS + 60)
     with transaction.atomic():
-        balance = balance_lock(organization_id=organization.pk)
-        if balance is None:
-            raise InsufficientBalance()
-        # Counted under the Balance lock: every initiation of this organization waits here,
-        # so two requests cannot both see room for one more call.
-        limit = organization.effective_max_concurrent_calls
-        if calls_in_progress(organization_id=organization.pk) >= limit:
-            raise TooManyConcurrentCalls(limit)
-        quote = hold_quote(
-            available_cents=balance.available_cents,
-            rate_cents_per_minute=rate,
-            max_seconds=assistant.max_call_duration_seconds,
-        )
         call = Call.objects.create(
             organization=organization,
             phone_number=phone_number,
@@ -154,11 +144,35 @@ def call_initiate(
             welcome_message=rendered_welcome,
             agenda=rendered_agenda,
             variables=variables,
-            time_limit_seconds=quote.time_limit_seconds,
+            time_limit_seconds=max_seconds,
             rate_cents_per_minute=rate,
-            hold_cents=quote.hold_cents,
+            hold_cents=cost_cents(seconds=max_seconds, rate_cents_per_minute=rate),
+            live_until=now + timedelta(seconds=max_seconds) + slack,
         )
-        balance_hold(balance=balance, amount_cents=quote.hold_cents, call_id=call.pk)
+        quote = balance_hold_call(
+            organization_id=organization.pk,
+            call_id=call.pk,
+            rate_cents_per_minute=rate,
+            max_seconds=max_seconds,
+        )
+        # Counted once the hold has locked the Balance row: every initiation of this
+        # organization waits for that lock, and this count (a new statement, so a new snapshot)
+        # sees every call committed before it, plus this one.
+        limit = organization.effective_max_concurrent_calls
+        if calls_in_progress(organization_id=organization.pk, up_to=limit + 1) > limit:
+            raise TooManyConcurrentCalls(limit)
+        if (quote.time_limit_seconds, quote.hold_cents) != (
+            call.time_limit_seconds,
+            call.hold_cents,
+        ):
+            # Less money than the longest call costs: the call lasts what the money pays for.
+            call.time_limit_seconds, call.hold_cents = quote.time_limit_seconds, quote.hold_cents
+            call.live_until = now + timedelta(seconds=quote.time_limit_seconds) + slack
+            Call.objects.filter(pk=call.pk).update(
+                time_limit_seconds=call.time_limit_seconds,
+                hold_cents=call.hold_cents,
+                live_until=call.live_until,
+            )
         if idempotency_key_id is not None:
             IdempotencyKey.objects.filter(pk=idempotency_key_id).update(call=call)
 
@@ -192,15 +206,14 @@ def call_initiate(
         raise ProviderFailed() from exc
 
     now = timezone.now()
-    # A fast provider's first webhook may have moved the call already: only queued → initiated.
-    Call.objects.filter(pk=call.pk).update(
-        call_sid=call_sid,
-        status=Case(
-            When(status=CallState.QUEUED, then=Value(CallState.INITIATED)), default=F("status")
-        ),
-        initiated_at=Coalesce(F("initiated_at"), Value(now)),
-        updated_at=now,
+    claimed = Call.objects.filter(pk=call.pk, status=CallState.QUEUED).update(
+        call_sid=call_sid, status=CallState.INITIATED, initiated_at=now, updated_at=now
     )
+    if not claimed:
+        # A fast provider's first webhook moved the call on already: keep its state.
+        Call.objects.filter(pk=call.pk).update(
+            call_sid=call_sid, initiated_at=Coalesce(F("initiated_at"), Value(now)), updated_at=now
+        )
     call.call_sid = call_sid
     call.status = CallState.INITIATED
     call.initiated_at = now

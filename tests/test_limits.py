@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 import redis
 from asgiref.local import Local
+from django.conf import settings
 from django.core.cache import caches
 from django.test import override_settings
 from django.utils import timezone
@@ -88,8 +89,11 @@ class TestConcurrentCallCap:
     def test_a_call_past_its_time_limit_no_longer_counts(self, tenant: Tenant, number) -> None:
         call = Call.objects.get(pk=initiate(tenant).json()["call_id"])
         # Its final webhook never came, but the provider ended it at its time limit.
+        ring_and_slack = timedelta(seconds=settings.CALL_RING_TIMEOUT_SECONDS + 60)
+        placed = timezone.now() - timedelta(seconds=call.time_limit_seconds) - ring_and_slack
         Call.objects.filter(pk=call.pk).update(
-            created_at=timezone.now() - timedelta(seconds=call.time_limit_seconds + 91)
+            created_at=placed,
+            live_until=placed + timedelta(seconds=call.time_limit_seconds) + ring_and_slack,
         )
 
         assert initiate(tenant).status_code == 200
@@ -174,3 +178,14 @@ def test_a_redis_url_selects_djangos_own_redis_cache() -> None:
 
     assert config["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
     assert config["LOCATION"] == "redis://127.0.0.1:6379/1"
+
+
+def test_the_live_call_count_stops_at_what_the_cap_asks(tenant: Tenant, number) -> None:
+    from calls.selectors import calls_in_progress
+
+    for _ in range(4):
+        assert initiate(tenant).status_code == 200
+    org = tenant.organization.pk
+
+    assert calls_in_progress(organization_id=org, up_to=10) == 4
+    assert calls_in_progress(organization_id=org, up_to=3) == 3

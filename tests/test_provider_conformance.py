@@ -54,6 +54,7 @@ from tests.factories import (
     telnyx_signing_key,
     vonage_private_key,
 )
+from tests.test_query_budget import FINAL_STATUS, STATUS
 
 FROM = "+15551234567"
 TO = "+15559876543"
@@ -1060,12 +1061,10 @@ def test_the_seed_examples_succeed_from_every_provider(
 def test_status_webhooks_cost_a_fixed_number_of_queries(
     client, driver: Driver, placed: Call, django_assert_num_queries
 ) -> None:
-    # Answered: find the call, claim the state, record the event (+ the test's savepoints).
-    with django_assert_num_queries(5):
+    # The same budget as Twilio's (tests/test_query_budget.py lists each query).
+    with django_assert_num_queries(STATUS):
         answered = driver.report(client, placed, driver.event(placed, "in-progress"))
-    # Ended: the same, plus the balance lock, and a balance update and ledger row each for the
-    # charge and the release (inside their own savepoint).
-    with django_assert_num_queries(12):
+    with django_assert_num_queries(FINAL_STATUS):
         ended = driver.report(client, placed, driver.event(placed, "completed", duration=30))
 
     assert answered == ended == (200, {"detail": "Applied."})

@@ -16,8 +16,8 @@ from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from billing import services as billing_services
 from billing.models import Balance
-from billing.services import HoldQuote
 from calls.models import Call
 from telephony import sip_control
 from telephony.providers.base import Account, PlacedCallQuery, StatusEvent
@@ -371,10 +371,10 @@ def test_an_unanswered_call_is_cancelled_at_the_ring_time_out(
 def test_the_time_limit_ends_an_answered_call_with_bye(
     tenant: Tenant, agent, sipp_cleanup, tmp_path: Path, monkeypatch
 ) -> None:
-    # The shortest limit money buys is a minute; a 2-second quote keeps the test short.
+    # Assistants allow a minute at the least; holding for a 2-second call keeps the test short.
+    hold = billing_services.balance_hold_call
     monkeypatch.setattr(
-        "calls.services.hold_quote",
-        lambda **_: HoldQuote(time_limit_seconds=2, hold_cents=1),
+        "calls.services.balance_hold_call", lambda **kwargs: hold(**{**kwargs, "max_seconds": 2})
     )
     sipp = start_sipp(sipp_cleanup, tmp_path, "uas_answer_wait_bye.xml")
     sip_number(tenant, sipp.gateway)

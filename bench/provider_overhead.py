@@ -1,7 +1,7 @@
 """What our side of a Telnyx or Vonage call costs in CPU: placing it through the real SDK (its
 HTTP answered by a transport fake, so no network time is counted) and verifying a webhook.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/provider_overhead.py
+    PYTHONPATH=. .venv/bin/python bench/provider_overhead.py
 """
 
 from __future__ import annotations

@@ -1,0 +1,674 @@
+"""What initiating a call costs, against the framework's own floor. Run it with `bench/run`.
+
+It builds its own PostgreSQL database, starts the service the production way (gunicorn sync
+workers, DEBUG off), seeds a funded organization and drives three scenarios with wrk at a fixed
+concurrency:
+
+  baseline          GET /calls/{id} of a finished call: auth plus indexed reads, no writes
+  initiate/sandbox  POST /calls/initiate from a sandbox number
+  initiate/twilio   the same from a Twilio number: the real SDK, talking to bench/fake_twilio.py
+
+Then (unless --quick) it grows the calls and ledger tables to 1,000,000 rows each and drives
+the same three again. The last line is the summary the issue asks for.
+
+With --compare-with DIR, a second copy of the project (another commit, e.g. unpacked with
+`git archive`) is set up the same way on its own database and port, and its scenarios take turns
+with this tree's in every round: a before/after comparison from one run on one machine.
+
+Everything that needs Django runs in a child process inside the tree it measures
+(`bench.py --task ...`), so each tree is seeded and counted with its own code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".venv" / "bin"
+PORTS = range(38000, 39000)
+LARGE_ROWS = 1_000_000
+SANDBOX_NUMBER = "+15550100001"
+TWILIO_NUMBER = "+15550100002"
+TO_NUMBER = "+15559876543"
+ACCOUNT_SID = "AC" + "b" * 32
+
+
+@dataclass(frozen=True)
+class Seed:
+    api_key: str
+    organization_id: int
+    baseline_call_id: str
+
+
+@dataclass
+class Target:
+    label: str
+    source: Path
+    database_url: str
+    port: int
+    env: dict[str, str]
+    seed: Seed | None = None
+    gunicorn: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    first_bad: str
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def free_port(taken: set[int]) -> int:
+    candidates = [p for p in PORTS if p not in taken]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+    raise SystemExit("no free port in 38000-38999")
+
+
+def recreate_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def wait_for(url: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not come up")
+        time.sleep(0.2)
+
+
+def wait_for_port(port: int, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"nothing listens on {port}") from None
+            time.sleep(0.1)
+
+
+def seed() -> Seed:
+    from django.db import transaction
+
+    from assistants.models import Assistant
+    from billing.models import Balance
+    from billing.services import balance_top_up
+    from burki.models import Organization
+    from burki.services import api_key_create
+    from calls.services import call_apply_event, call_initiate
+    from telephony.models import PhoneNumber, ProviderAccount
+    from telephony.providers.base import StatusEvent
+
+    with transaction.atomic():
+        # Sandbox calls stay live until read: lift the cap on simultaneous calls.
+        org = Organization.objects.create(name="Bench", max_concurrent_calls=10**9)
+        Balance.objects.create(organization=org)
+        # Enough for millions of calls: nothing in the run may be refused for money.
+        balance_top_up(organization=org, amount_cents=10**13, memo="benchmark funds")
+        assistant = Assistant.objects.create(
+            organization=org, name="Bench assistant", welcome_message="Hello {{name}}."
+        )
+        sandbox = PhoneNumber.objects.create(
+            organization=org, number=SANDBOX_NUMBER, provider="sandbox", assistant=assistant
+        )
+        account = ProviderAccount.objects.create(  # type: ignore[misc]  # secrets: a dict
+            organization=org,
+            provider="twilio",
+            name="Bench Twilio",
+            settings={"account_sid": ACCOUNT_SID},
+            secrets={"auth_token": secrets.token_hex(16)},
+        )
+        PhoneNumber.objects.create(
+            organization=org,
+            number=TWILIO_NUMBER,
+            provider="twilio",
+            provider_account=account,
+            assistant=assistant,
+        )
+        _, raw_key = api_key_create(organization=org, name="benchmark")
+    # The baseline reads a finished call: a live sandbox call would advance (and write) on read.
+    call = call_initiate(
+        organization=org,
+        phone_number=sandbox,
+        to_number=TO_NUMBER,
+        variables={"name": "Ann"},
+    )
+    call_apply_event(
+        call=call,
+        event=StatusEvent(state="completed", provider_call_id=call.call_sid, duration_seconds=42),
+        source="sandbox",
+    )
+    return Seed(api_key=raw_key, organization_id=org.pk, baseline_call_id=str(call.pk))
+
+
+def initiate_body(from_number: str) -> str:
+    return json.dumps(
+        {
+            "from_phone_number": from_number,
+            "to_phone_number": TO_NUMBER,
+            "variables": {"name": "Ann"},
+        }
+    )
+
+
+def count_queries(seed: Seed) -> dict[str, int]:
+    """SQL statements per request in the steady state, counted in this process through the
+    same URLconf, settings and database as the workers (outside any test transaction)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {seed.api_key}")
+    requests = {
+        "baseline": lambda: client.get(f"/calls/{seed.baseline_call_id}"),
+        "initiate/sandbox": lambda: client.post(
+            "/calls/initiate", initiate_body(SANDBOX_NUMBER), content_type="application/json"
+        ),
+        "initiate/twilio": lambda: client.post(
+            "/calls/initiate", initiate_body(TWILIO_NUMBER), content_type="application/json"
+        ),
+    }
+    counts = {}
+    for name, send in requests.items():
+        send()  # the API key's last_used_at is written at most once a minute: not steady state
+        with CaptureQueriesContext(connection) as queries:
+            response = send()
+        if response.status_code != 200:
+            raise SystemExit(f"{name}: {response.status_code} {response.content[:200]!r}")
+        counts[name] = len(queries)
+    return counts
+
+
+def grow_tables(organization_id: int) -> None:
+    """Calls and ledger rows up to LARGE_ROWS each, spread over the bench organization and three
+    others, older than anything the run writes: the shape of a service that has been busy."""
+    from django.db import connection
+
+    from burki.models import Organization
+
+    org_ids = [organization_id] + [
+        Organization.objects.create(name=f"Bulk {n}").pk for n in range(1, 4)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = off")
+        cursor.execute("SELECT count(*) FROM calls_call")
+        missing_calls = max(0, LARGE_ROWS - cursor.fetchone()[0])
+        cursor.execute(
+            """
+            INSERT INTO calls_call (
+                id, organization_id, from_number, to_number, provider, call_sid, status,
+                welcome_message, agenda, variables, time_limit_seconds, rate_cents_per_minute,
+                hold_cents, duration_seconds, cost_cents, end_reason, error,
+                created_at, initiated_at, answered_at, ended_at, updated_at
+            )
+            SELECT gen_random_uuid(), (%(orgs)s::bigint[])[1 + i %% 4], %(from_number)s,
+                   '+1555' || lpad((i %% 10000000)::text, 7, '0'), 'sandbox', 'BULK' || i,
+                   (ARRAY['completed', 'completed', 'completed', 'busy', 'no-answer'])[1 + i %% 5],
+                   'Hello.', '', '{}'::jsonb, 600, 10, 100, 60, 10, '', '',
+                   at, at, at, at, at
+            FROM (
+                SELECT i, now() - interval '1 day' - make_interval(secs => i) AS at
+                FROM generate_series(1, %(count)s) AS i
+            ) AS generated
+            """,
+            {"orgs": org_ids, "from_number": SANDBOX_NUMBER, "count": missing_calls},
+        )
+        cursor.execute("SELECT count(*) FROM billing_ledgerentry")
+        missing_entries = max(0, LARGE_ROWS - cursor.fetchone()[0])
+        # Zero-amount rows keep every balance equal to its ledger's sum.
+        cursor.execute(
+            """
+            INSERT INTO billing_ledgerentry (
+                organization_id, kind, amount_cents, held_change_cents, balance_after_cents,
+                held_after_cents, call_id, memo, created_at
+            )
+            SELECT organization_id, 'charge', 0, 0, 0, 0, id, '', created_at
+            FROM calls_call WHERE call_sid LIKE 'BULK%%' LIMIT %(count)s
+            """,
+            {"count": missing_entries},
+        )
+        cursor.execute("VACUUM ANALYZE calls_call")
+        cursor.execute("VACUUM ANALYZE billing_ledgerentry")
+        cursor.execute("VACUUM ANALYZE calls_callevent")
+        # Flush what the growth wrote now, so the measurement does not share the disk and CPU
+        # with a checkpoint of a gigabyte of setup writes.
+        cursor.execute("CHECKPOINT")
+
+
+def table_rows() -> tuple[int, int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM calls_call), (SELECT count(*) FROM billing_ledgerentry)"
+        )
+        calls, entries = cursor.fetchone()
+    return calls, entries
+
+
+def run_wrk(
+    url: str, method: str, body: str | None, seed: Seed, seconds: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    env = {**os.environ, "BENCH_METHOD": method, "BENCH_API_KEY": seed.api_key}
+    if body is not None:
+        env["BENCH_BODY"] = body
+    command = [
+        "wrk",
+        "-t", str(args.threads),
+        "-c", str(args.connections),
+        "-d", f"{seconds}s",
+        "--timeout", "10s",
+        "-s", str(ROOT / "bench" / "wrk.lua"),
+        url,
+    ]  # fmt: skip
+    out = subprocess.run(  # noqa: S603 (wrk, with our own arguments)
+        command, env=env, check=True, capture_output=True, text=True
+    ).stdout
+    data: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return data
+
+
+def pooled_percentile(rounds: list[dict[str, Any]], percent: float) -> float:
+    """A percentile of all rounds' requests together: each round's 1,000 quantiles stand for
+    equal shares of its requests."""
+    weighted = sorted(
+        (value, r["requests"] / len(r["quantiles_us"]))
+        for r in rounds
+        for value in r["quantiles_us"]
+    )
+    target = sum(weight for _, weight in weighted) * percent / 100
+    seen = 0.0
+    for value, weight in weighted:
+        seen += weight
+        if seen >= target:
+            return float(value)
+    return float(weighted[-1][0])
+
+
+SCENARIOS = ("baseline", "initiate/sandbox", "initiate/twilio")
+
+
+def scenario_request(name: str, target: Target) -> tuple[str, str, str | None]:
+    assert target.seed is not None
+    if name == "baseline":
+        return f"{target.base_url}/calls/{target.seed.baseline_call_id}", "GET", None
+    number = SANDBOX_NUMBER if name == "initiate/sandbox" else TWILIO_NUMBER
+    return f"{target.base_url}/calls/initiate", "POST", initiate_body(number)
+
+
+def run_scenarios(targets: list[Target], args: argparse.Namespace) -> dict[str, dict[str, Result]]:
+    """Results by target label, then by scenario."""
+    # A warm-up first (imports, connection pools, PostgreSQL's buffers), then the scenarios (and
+    # the trees) take turns, so a neighbour's burst on this shared machine falls on all alike.
+    for target in targets:
+        for name in SCENARIOS:
+            url, method, body = scenario_request(name, target)
+            run_wrk(url, method, body, target.seed, args.warmup, args)  # type: ignore[arg-type]
+    rounds: dict[tuple[str, str], list[dict[str, Any]]] = {
+        (t.label, name): [] for t in targets for name in SCENARIOS
+    }
+    per_round = max(1, args.duration // args.rounds)
+    for _ in range(args.rounds):
+        for name in SCENARIOS:
+            for target in targets:
+                url, method, body = scenario_request(name, target)
+                rounds[target.label, name].append(
+                    run_wrk(url, method, body, target.seed, per_round, args)  # type: ignore[arg-type]
+                )
+    results: dict[str, dict[str, Result]] = {t.label: {} for t in targets}
+    for (label, name), runs in rounds.items():
+        results[label][name] = result = Result(
+            name=name,
+            requests=sum(r["requests"] for r in runs),
+            seconds=sum(r["duration_us"] for r in runs) / 1e6,
+            p50_ms=pooled_percentile(runs, 50) / 1000,
+            p99_ms=pooled_percentile(runs, 99) / 1000,
+            errors=sum(r["non2xx"] + r["socket_errors"] for r in runs),
+            first_bad=next((r["first_bad"] for r in runs if r["first_bad"]), ""),
+        )
+        log(
+            f"  {label:<9} {name:<17} {result.rps:8.1f} req/s  p50 {result.p50_ms:6.1f} ms  "
+            f"p99 {result.p99_ms:6.1f} ms  errors {result.errors}"
+            + (f"  (first: {result.first_bad})" if result.errors else "")
+        )
+    return results
+
+
+def worker_pids(master: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except OSError:
+        return []
+    return sorted(int(pid) for pid in children)
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+def print_report(
+    args: argparse.Namespace,
+    targets: list[Target],
+    phases: dict[str, dict[str, dict[str, Result]]],
+    rows: dict[str, dict[str, tuple[int, int]]],
+    queries: dict[str, dict[str, dict[str, int]]],
+    rss: dict[str, dict[int, float]],
+) -> None:
+    log("")
+    log(
+        f"machine: {os.cpu_count()} cores, load average at start {args.load_at_start}; "
+        f"gunicorn {args.workers} sync workers; wrk -t{args.threads} -c{args.connections} "
+        f"-d{args.duration // args.rounds}s x {args.rounds} rounds per scenario, taking turns "
+        f"(after a {args.warmup}s warm-up)"
+    )
+    if len(targets) > 1:
+        log("this: this tree; compare: the tree given with --compare-with")
+    header = (
+        f"{'tree':<9} {'scenario':<17} {'tables':<6} {'calls':>9} {'ledger':>9} {'req/s':>8} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'p99/p50':>7} {'errors':>6} {'queries':>7}"
+    )
+    log(header)
+    log("-" * len(header))
+    for phase in phases:
+        for target in targets:
+            calls, entries = rows[phase][target.label]
+            for name, r in phases[phase][target.label].items():
+                log(
+                    f"{target.label:<9} {name:<17} {phase:<6} {calls:>9} {entries:>9} "
+                    f"{r.rps:>8.1f} {r.p50_ms:>7.1f} {r.p99_ms:>7.1f} "
+                    f"{ratio(r.p99_ms, r.p50_ms):>7.2f} {r.errors:>6} "
+                    f"{queries[phase][target.label][name]:>7}"
+                )
+    log("")
+    for target in targets:
+        label = target.label
+        for phase in phases:
+            results = phases[phase][label]
+            base = results["baseline"].rps
+            log(
+                f"{label} {phase} tables: initiate/baseline="
+                f"{ratio(results['initiate/sandbox'].rps, base):.2f} "
+                f"twilio/baseline={ratio(results['initiate/twilio'].rps, base):.2f}"
+            )
+        if "large" in phases:
+            large, small = phases["large"][label], phases["small"][label]
+            log(
+                f"{label} large/small: "
+                + " ".join(
+                    f"{name}={ratio(large[name].rps, small[name].rps):.2f}" for name in SCENARIOS
+                )
+            )
+            # The machine's load moves between the two phases; the baseline barely touches the
+            # grown tables, so initiate's share of it shows what the table size itself costs.
+            log(
+                f"{label} large/small relative to the baseline's own change: "
+                + " ".join(
+                    f"{name}="
+                    + format(
+                        ratio(
+                            ratio(large[name].rps, large["baseline"].rps),
+                            ratio(small[name].rps, small["baseline"].rps),
+                        ),
+                        ".2f",
+                    )
+                    for name in SCENARIOS[1:]
+                )
+            )
+        log(
+            f"{label} peak RSS per worker (MiB): "
+            + ", ".join(f"pid {pid} {mib:.1f}" for pid, mib in sorted(rss[label].items()))
+        )
+    if len(targets) > 1:
+        this, other = targets[0].label, targets[1].label
+        for phase, by_tree in phases.items():
+            log(
+                f"{this}/{other} throughput, {phase} tables: "
+                + " ".join(
+                    f"{name}={ratio(by_tree[this][name].rps, by_tree[other][name].rps):.2f}"
+                    for name in SCENARIOS
+                )
+            )
+    label = targets[0].label
+    small = phases["small"][label]
+    base = small["baseline"].rps
+    large_small = "skipped"
+    if "large" in phases:
+        large = phases["large"][label]
+        large_small = f"{ratio(large['initiate/sandbox'].rps, small['initiate/sandbox'].rps):.2f}"
+    initiate_queries = max(q[label]["initiate/sandbox"] for q in queries.values())
+    log(
+        f"summary: initiate/baseline={ratio(small['initiate/sandbox'].rps, base):.2f} "
+        f"twilio/baseline={ratio(small['initiate/twilio'].rps, base):.2f} "
+        f"large/small={large_small} queries={initiate_queries}"
+    )
+
+
+def run_task(args: argparse.Namespace) -> None:
+    """Child-process side: Django set up on the tree in the working directory."""
+    sys.path.insert(0, os.getcwd())
+    import django
+
+    django.setup()
+    result: Any
+    if args.task == "seed":
+        result = seed().__dict__
+    elif args.task == "queries":
+        result = count_queries(Seed(**json.loads(args.task_input)))
+    elif args.task == "grow":
+        grow_tables(int(args.task_input))
+        result = "grown"
+    else:
+        result = table_rows()
+    print(json.dumps(result))
+
+
+def django_task(target: Target, task: str, task_input: str = "") -> Any:
+    command = [str(BIN / "python"), str(ROOT / "bench" / "bench.py"), "--task", task]
+    if task_input:
+        command += ["--task-input", task_input]
+    out = subprocess.run(  # noqa: S603 (our own script)
+        command, cwd=target.source, env=target.env, check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def start_gunicorn(target: Target, workers: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603 (our own venv's programs)
+        [
+            str(BIN / "gunicorn"),
+            "burki.wsgi:application",
+            "--bind", f"127.0.0.1:{target.port}",
+            "--workers", str(workers),
+            "--worker-class", "sync",
+            "--backlog", "2048",
+            "--log-level", "warning",
+        ],
+        cwd=target.source,
+        env=target.env,
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, no large tables")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--duration", type=int, help="measured seconds per scenario (24; quick: 12)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="turns the scenarios take")
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up per scenario (3; quick: 2)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/burki_bench"
+        ),
+        help="a database the benchmark may drop and create (BENCH_DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="DIR",
+        help="another copy of the project to measure in the same run (database: ..._compare)",
+    )
+    parser.add_argument("--task", help=argparse.SUPPRESS)
+    parser.add_argument("--task-input", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.task:
+        run_task(args)
+        return
+    args.duration = args.duration or (12 if args.quick else 24)
+    args.warmup = args.warmup or (2 if args.quick else 3)
+    args.load_at_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+    from cryptography.fernet import Fernet
+
+    taken: set[int] = set()
+    twilio_port = free_port(taken)
+    common = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "burki.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "TWILIO_API_BASE_URL": f"http://127.0.0.1:{twilio_port}",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        # The load comes from one key: its rate limits would refuse most of it. (The cap on
+        # simultaneous calls is lifted per organization in seed(), so its count still runs.)
+        "API_THROTTLE_RATE": "100000000/min",
+        "INITIATE_THROTTLE_RATE": "100000000/min",
+    }
+    sources = [("this", ROOT, args.database_url)]
+    if args.compare_with:
+        sources.append(("compare", args.compare_with.resolve(), args.database_url + "_compare"))
+    targets = []
+    for label, source, database_url in sources:
+        port = free_port(taken)
+        env = {
+            **common,
+            "DATABASE_URL": database_url,
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "PYTHONPATH": str(source),
+        }
+        targets.append(Target(label, source, database_url, port, env))
+
+    for target in targets:
+        log(f"{target.label}: database {target.database_url.rsplit('/', 1)[1]}: create, migrate")
+        recreate_database(target.database_url)
+        subprocess.run(  # noqa: S603 (our own venv's programs)
+            [str(BIN / "python"), "manage.py", "migrate", "--verbosity", "0"],
+            cwd=target.source,
+            env=target.env,
+            check=True,
+        )
+        target.seed = Seed(**django_task(target, "seed"))
+
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        processes.append(
+            subprocess.Popen(  # noqa: S603 (our own venv's programs)
+                [str(BIN / "python"), str(ROOT / "bench" / "fake_twilio.py"), str(twilio_port)]
+            )
+        )
+        wait_for_port(twilio_port)
+        for target in targets:
+            target.gunicorn = start_gunicorn(target, args.workers)
+            processes.append(target.gunicorn)
+            log(f"{target.label}: gunicorn on {target.base_url}, {args.workers} workers")
+        log(f"fake Twilio on :{twilio_port}")
+        for target in targets:
+            wait_for(f"{target.base_url}/health")
+
+        phases: dict[str, dict[str, dict[str, Result]]] = {}
+        rows: dict[str, dict[str, tuple[int, int]]] = {}
+        queries: dict[str, dict[str, dict[str, int]]] = {}
+        for phase in ("small", "large"):
+            if phase == "large":
+                if args.quick:
+                    break
+                for target in targets:
+                    started = time.monotonic()
+                    log(f"{target.label}: growing calls and ledger to {LARGE_ROWS:,} rows each")
+                    django_task(target, "grow", str(target.seed.organization_id))  # type: ignore[union-attr]
+                    log(f"  done in {time.monotonic() - started:.0f} s")
+            rows[phase] = {t.label: tuple(django_task(t, "rows")) for t in targets}  # type: ignore[misc]
+            log(f"{phase} tables:")
+            phases[phase] = run_scenarios(targets, args)
+            queries[phase] = {
+                t.label: django_task(t, "queries", json.dumps(t.seed.__dict__)) for t in targets
+            }
+        rss = {
+            t.label: {pid: peak_rss_mib(pid) for pid in worker_pids(t.gunicorn.pid)}  # type: ignore[union-attr]
+            for t in targets
+        }
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    print_report(args, targets, phases, rows, queries, rss)
+
+
+if __name__ == "__main__":
+    main()

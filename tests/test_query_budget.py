@@ -1,0 +1,432 @@
+"""The SQL each hot request sends, counted exactly, and the plans that keep it flat.
+
+The counts are the production counts: here the outermost transaction of a request is a
+SAVEPOINT ... RELEASE SAVEPOINT inside the test's own transaction, in production it is
+BEGIN ... COMMIT, and both pairs are counted. The API key's last_used_at is written at most
+once a minute, so a steady stream of requests skips that write; both cases are counted.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import responses
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from billing.models import LedgerEntry
+from burki.models import ApiKey
+from calls.models import Call, CallEvent
+from tests.conftest import Tenant, assert_money_consistent
+from tests.factories import AssistantFactory, OrganizationFactory, PhoneNumberFactory
+from tests.test_twilio import CALL_SID, CALLS_URL, signed_post, twilio_created
+
+TO = "+15559876543"
+
+# POST /calls/initiate, steady state:
+#   1. SELECT the API key JOIN its organization, by key prefix (unique index)
+#   2. SELECT the from-number LEFT JOIN its assistant, flow, flow's base assistant and provider
+#      account, by (organization, number) (unique index on number, primary keys)
+#   3. SAVEPOINT (BEGIN in production)
+#   4. INSERT the call (status queued)
+#   5. WITH claimed AS (UPDATE the balance: hold the call's cost, only if it is covered,
+#      RETURNING the new figures) INSERT the ledger's hold row (balance by organization, unique)
+#   6. SELECT COUNT of the organization's live calls, under the balance lock the hold took
+#      (the cap on simultaneous calls; partial index call_org_live). Its own statement: only a
+#      statement that starts after the lock is granted sees the calls committed while waiting.
+#   7. RELEASE SAVEPOINT (COMMIT)
+#   8. UPDATE the call: the provider's call id, queued -> initiated (primary key)
+INITIATE = 8
+# ...plus, with assistant_id: SELECT the assistant by (id, organization) (primary key).
+INITIATE_WITH_ASSISTANT = 9
+# ...plus, on a key's first request in a minute: UPDATE the API key's last_used_at.
+KEY_USE = 1
+
+# A status webhook that moves a call on (e.g. ringing):
+#   1. SELECT the call LEFT JOIN its provider account, by id (primary key)
+#   2. SAVEPOINT / BEGIN
+#   3. UPDATE the call, claimed: WHERE id = ... AND status IN (earlier states)
+#   4. INSERT the call event
+#   5. RELEASE SAVEPOINT / COMMIT
+STATUS = 5
+# A final status (completed, busy, ...): the same, and settling the money before the commit:
+#   +1 SELECT the balance FOR UPDATE (by organization, unique)
+#   +1 UPDATE the balance (once, however many ledger rows)
+#   +1 INSERT the charge and release ledger rows (one statement)
+FINAL_STATUS = STATUS + 3
+# A repeated final status: SELECT the call, SAVEPOINT, the claim that changes nothing, RELEASE.
+REPEATED_STATUS = 4
+# The answer webhook: SELECT the call LEFT JOIN its provider account (primary key).
+ANSWER = 1
+
+
+def body(from_number: str, **extra: object) -> dict[str, object]:
+    return {"from_phone_number": from_number, "to_phone_number": TO, **extra}
+
+
+def key_used_just_now(tenant: Tenant) -> None:
+    ApiKey.objects.filter(organization=tenant.organization).update(last_used_at=timezone.now())
+
+
+def key_last_used_long_ago(tenant: Tenant) -> None:
+    ApiKey.objects.filter(organization=tenant.organization).update(
+        last_used_at=timezone.now() - timedelta(minutes=5)
+    )
+
+
+def assert_initiated(response, tenant: Tenant, call_sid_prefix: str) -> Call:
+    assert response.status_code == 200
+    call = Call.objects.get(pk=response.json()["call_id"])
+    assert response.json() == {
+        "message": "Call initiated successfully",
+        "call_sid": call.call_sid,
+        "call_id": str(call.pk),
+    }
+    assert call.status == "initiated"
+    assert call.call_sid.startswith(call_sid_prefix)
+    assert_money_consistent(tenant.organization)
+    return call
+
+
+@pytest.fixture
+def sandbox_number(tenant: Tenant):
+    return PhoneNumberFactory(organization=tenant.organization, number="+15551234567")
+
+
+@pytest.fixture
+def twilio_number(tenant: Tenant):
+    return PhoneNumberFactory(organization=tenant.organization, number="+15551234500", twilio=True)
+
+
+@pytest.fixture
+def twilio_api():
+    with responses.RequestsMock() as mock:
+        mock.post(CALLS_URL, json=twilio_created(), status=201)
+        yield mock
+
+
+class TestInitiate:
+    def test_from_a_sandbox_number_it_sends_eight_queries(
+        self, tenant: Tenant, sandbox_number, django_assert_num_queries
+    ) -> None:
+        key_used_just_now(tenant)
+
+        with django_assert_num_queries(INITIATE):
+            response = tenant.client.post("/calls/initiate", body("+15551234567"), format="json")
+
+        assert_initiated(response, tenant, "SB")
+
+    def test_with_an_assistant_override_it_sends_nine(
+        self, tenant: Tenant, sandbox_number, django_assert_num_queries
+    ) -> None:
+        other = AssistantFactory(organization=tenant.organization)
+        key_used_just_now(tenant)
+
+        with django_assert_num_queries(INITIATE_WITH_ASSISTANT):
+            response = tenant.client.post(
+                "/calls/initiate", body("+15551234567", assistant_id=other.pk), format="json"
+            )
+
+        assert assert_initiated(response, tenant, "SB").assistant == other
+
+    def test_from_a_twilio_number_it_sends_eight(
+        self, tenant: Tenant, twilio_number, twilio_api, django_assert_num_queries
+    ) -> None:
+        key_used_just_now(tenant)
+
+        with django_assert_num_queries(INITIATE):
+            response = tenant.client.post("/calls/initiate", body("+15551234500"), format="json")
+
+        assert assert_initiated(response, tenant, "CA").call_sid == CALL_SID
+        assert len(twilio_api.calls) == 1
+
+    def test_from_a_twilio_number_with_an_assistant_override_it_sends_nine(
+        self, tenant: Tenant, twilio_number, twilio_api, django_assert_num_queries
+    ) -> None:
+        other = AssistantFactory(organization=tenant.organization)
+        key_used_just_now(tenant)
+
+        with django_assert_num_queries(INITIATE_WITH_ASSISTANT):
+            response = tenant.client.post(
+                "/calls/initiate", body("+15551234500", assistant_id=other.pk), format="json"
+            )
+
+        assert assert_initiated(response, tenant, "CA").assistant == other
+
+    @pytest.mark.parametrize("last_used", [None, "long ago"])
+    def test_a_keys_first_use_in_a_minute_adds_one_write(
+        self, tenant: Tenant, sandbox_number, django_assert_num_queries, last_used
+    ) -> None:
+        if last_used:
+            key_last_used_long_ago(tenant)
+        before = timezone.now()
+
+        with django_assert_num_queries(INITIATE + KEY_USE):
+            response = tenant.client.post("/calls/initiate", body("+15551234567"), format="json")
+
+        assert_initiated(response, tenant, "SB")
+        last_used_at = ApiKey.objects.get(organization=tenant.organization).last_used_at
+        assert last_used_at is not None and last_used_at >= before
+
+    def test_the_next_request_within_the_minute_skips_that_write(
+        self, tenant: Tenant, sandbox_number, django_assert_num_queries
+    ) -> None:
+        tenant.client.post("/calls/initiate", body("+15551234567"), format="json")
+
+        with django_assert_num_queries(INITIATE):
+            response = tenant.client.post("/calls/initiate", body("+15551234567"), format="json")
+
+        assert_initiated(response, tenant, "SB")
+
+
+def test_a_balance_short_of_the_longest_call_takes_the_locked_path(
+    db, django_assert_num_queries
+) -> None:
+    """Not the hot path: the hold that would cover the assistant's longest call is refused, so
+    the balance is locked, the call is cut to what the money pays for, and its row follows.
+    Four more statements: after the one-statement hold is refused, SELECT ... FOR UPDATE, the
+    balance's UPDATE, the ledger's INSERT, and the UPDATE of the call's shorter limit."""
+    from tests.conftest import make_tenant
+
+    tenant = make_tenant(balance_cents=25)
+    PhoneNumberFactory(organization=tenant.organization, number="+15551234567")
+    key_used_just_now(tenant)
+
+    with django_assert_num_queries(INITIATE + 4):
+        response = tenant.client.post("/calls/initiate", body("+15551234567"), format="json")
+
+    call = assert_initiated(response, tenant, "SB")
+    assert (call.time_limit_seconds, call.hold_cents) == (150, 25)
+
+
+def test_a_webhook_that_beat_the_providers_answer_keeps_its_state(
+    tenant: Tenant, sandbox_number, monkeypatch, django_assert_num_queries
+) -> None:
+    """The provider's first webhook can arrive before its answer to our request: the call keeps
+    the state the webhook gave it and still gets its call id, in one more UPDATE."""
+    from telephony.providers.sandbox import SandboxProvider
+
+    def place_call_and_ring_first(self, call, account):  # type: ignore[no-untyped-def]
+        Call.objects.filter(pk=call.call_id).update(status="ringing")
+        return "SB-raced"
+
+    monkeypatch.setattr(SandboxProvider, "place_call", place_call_and_ring_first)
+    key_used_just_now(tenant)
+
+    with django_assert_num_queries(INITIATE + 2):  # the webhook's UPDATE and ours again
+        response = tenant.client.post("/calls/initiate", body("+15551234567"), format="json")
+
+    assert response.json()["call_sid"] == "SB-raced"
+    call = Call.objects.get(pk=response.json()["call_id"])
+    assert (call.status, call.call_sid) == ("ringing", "SB-raced")
+    assert call.initiated_at is not None
+
+
+def fill_tables(tenant: Tenant, rows: int) -> None:
+    """Calls and ledger rows for this organization and three others, written in bulk."""
+    org_ids = [tenant.organization.pk] + [OrganizationFactory().pk for _ in range(3)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO calls_call (
+                id, organization_id, from_number, to_number, provider, call_sid, status,
+                welcome_message, agenda, variables, time_limit_seconds, rate_cents_per_minute,
+                hold_cents, duration_seconds, cost_cents, end_reason, error,
+                created_at, initiated_at, answered_at, ended_at, updated_at
+            )
+            SELECT gen_random_uuid(), (%(orgs)s::bigint[])[1 + i %% 4], '+15551234567',
+                   '+15559876543', 'sandbox', 'OLD' || i, 'completed', '', '', '{}'::jsonb,
+                   600, 10, 100, 60, 10, '', '', at, at, at, at, at
+            FROM (
+                SELECT i, now() - make_interval(secs => i) AS at
+                FROM generate_series(1, %(rows)s) AS i
+            ) AS generated
+            """,
+            {"orgs": org_ids, "rows": rows},
+        )
+        # Zero amounts: every balance still equals its ledger's sum.
+        cursor.execute(
+            """
+            INSERT INTO billing_ledgerentry (
+                organization_id, kind, amount_cents, held_change_cents, balance_after_cents,
+                held_after_cents, call_id, memo, created_at
+            )
+            SELECT organization_id, 'charge', 0, 0, 0, 0, id, '', created_at
+            FROM calls_call WHERE call_sid LIKE 'OLD%%'
+            """
+        )
+        cursor.execute("ANALYZE calls_call")
+        cursor.execute("ANALYZE billing_ledgerentry")
+
+
+class TestLargeTables:
+    @pytest.mark.parametrize(
+        ("extra", "expected"),
+        [({}, INITIATE), ({"assistant_id": "other"}, INITIATE_WITH_ASSISTANT)],
+    )
+    def test_initiate_sends_the_same_queries_with_many_calls_and_ledger_rows(
+        self, tenant: Tenant, sandbox_number, django_assert_num_queries, extra, expected
+    ) -> None:
+        if extra:
+            extra = {"assistant_id": AssistantFactory(organization=tenant.organization).pk}
+        fill_tables(tenant, rows=5000)
+        key_used_just_now(tenant)
+
+        with django_assert_num_queries(expected):
+            response = tenant.client.post(
+                "/calls/initiate", body("+15551234567", **extra), format="json"
+            )
+
+        assert_initiated(response, tenant, "SB")
+        assert Call.objects.count() == 5001
+
+
+@pytest.fixture
+def placed_call(tenant: Tenant, twilio_number, twilio_api) -> Call:
+    response = tenant.client.post("/calls/initiate", body("+15551234500"), format="json")
+    return Call.objects.get(pk=response.json()["call_id"])
+
+
+class TestWebhooks:
+    def test_a_status_that_moves_the_call_on_sends_five(
+        self, client, placed_call: Call, django_assert_num_queries
+    ) -> None:
+        path = f"/webhooks/calls/{placed_call.pk}/status"
+
+        with django_assert_num_queries(STATUS):
+            response = signed_post(client, path, {"CallSid": CALL_SID, "CallStatus": "ringing"})
+
+        assert response.json() == {"detail": "Applied."}
+        placed_call.refresh_from_db()
+        assert placed_call.status == "ringing"
+
+    def test_a_final_status_settles_in_eight(
+        self, client, tenant: Tenant, placed_call: Call, django_assert_num_queries
+    ) -> None:
+        path = f"/webhooks/calls/{placed_call.pk}/status"
+        completed = {"CallSid": CALL_SID, "CallStatus": "completed", "CallDuration": "125"}
+
+        with django_assert_num_queries(FINAL_STATUS):
+            response = signed_post(client, path, completed)
+
+        assert response.json() == {"detail": "Applied."}
+        placed_call.refresh_from_db()
+        assert (placed_call.status, placed_call.cost_cents) == ("completed", 21)
+        assert list(
+            placed_call.ledger_entries.order_by("id").values_list(
+                "kind", "amount_cents", "held_change_cents"
+            )
+        ) == [("hold", 0, 100), ("charge", -21, -21), ("release", 0, -79)]
+        assert_money_consistent(tenant.organization)
+
+    def test_a_final_status_with_nothing_to_charge_settles_in_eight_too(
+        self, client, tenant: Tenant, placed_call: Call, django_assert_num_queries
+    ) -> None:
+        path = f"/webhooks/calls/{placed_call.pk}/status"
+
+        with django_assert_num_queries(FINAL_STATUS):
+            response = signed_post(client, path, {"CallSid": CALL_SID, "CallStatus": "busy"})
+
+        assert response.json() == {"detail": "Applied."}
+        assert list(placed_call.ledger_entries.order_by("id").values_list("kind", flat=True)) == [
+            "hold",
+            "release",
+        ]
+        assert_money_consistent(tenant.organization)
+
+    def test_a_repeated_final_status_sends_four_and_changes_nothing(
+        self, client, tenant: Tenant, placed_call: Call, django_assert_num_queries
+    ) -> None:
+        path = f"/webhooks/calls/{placed_call.pk}/status"
+        signed_post(client, path, {"CallSid": CALL_SID, "CallStatus": "busy"})
+
+        with django_assert_num_queries(REPEATED_STATUS):
+            response = signed_post(client, path, {"CallSid": CALL_SID, "CallStatus": "busy"})
+
+        assert response.json() == {"detail": "Ignored: already applied."}
+        assert placed_call.ledger_entries.count() == 2
+        assert_money_consistent(tenant.organization)
+
+    def test_the_answer_webhook_sends_one(
+        self, client, placed_call: Call, django_assert_num_queries
+    ) -> None:
+        with django_assert_num_queries(ANSWER):
+            response = signed_post(
+                client, f"/webhooks/calls/{placed_call.pk}/answer", {"CallSid": CALL_SID}
+            )
+
+        assert response.status_code == 200
+        assert f'<Parameter name="call_id" value="{placed_call.pk}" />' in response.content.decode()
+
+
+def plans(queries: list[dict[str, str]]) -> dict[str, str]:
+    """EXPLAIN of every statement that reads or changes existing rows, with sequential scans
+    priced out: a plan that still scans a table has no index to use."""
+    explained = {}
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        for query in queries:
+            sql = query["sql"]
+            if sql.split(None, 1)[0].upper() not in {"SELECT", "UPDATE", "WITH", "DELETE"}:
+                continue
+            cursor.execute("EXPLAIN " + sql)
+            explained[sql] = "\n".join(row[0] for row in cursor.fetchall())
+    return explained
+
+
+class TestPlans:
+    def test_every_lookup_on_the_hot_path_uses_an_index(
+        self, client, tenant: Tenant, twilio_number, twilio_api
+    ) -> None:
+        fill_tables(tenant, rows=2000)
+        other = AssistantFactory(organization=tenant.organization)
+        key_last_used_long_ago(tenant)  # the once-a-minute write is on the path too
+
+        with CaptureQueriesContext(connection) as initiate:
+            response = tenant.client.post(
+                "/calls/initiate", body("+15551234500", assistant_id=other.pk), format="json"
+            )
+        call_id = response.json()["call_id"]
+        path = f"/webhooks/calls/{call_id}"
+        with CaptureQueriesContext(connection) as webhooks:
+            signed_post(client, f"{path}/answer", {"CallSid": CALL_SID})
+            signed_post(client, f"{path}/status", {"CallSid": CALL_SID, "CallStatus": "ringing"})
+            signed_post(
+                client,
+                f"{path}/status",
+                {"CallSid": CALL_SID, "CallStatus": "completed", "CallDuration": "30"},
+            )
+        with CaptureQueriesContext(connection) as detail:
+            tenant.client.get(f"/calls/{call_id}")
+
+        explained = plans(
+            initiate.captured_queries + webhooks.captured_queries + detail.captured_queries
+        )
+
+        # Initiate: the key, its last_used_at, the number, the assistant, the hold, the count of
+        # live calls, the call's update; webhooks: the call, two claims, the balance lock and its
+        # update; the detail: the call and its events (the key's SELECT is the same as before).
+        assert len(explained) == 14
+        for sql, plan in explained.items():
+            assert "Seq Scan" not in plan, f"{sql}\n{plan}"
+        assert Call.objects.get(pk=call_id).status == "completed"
+
+    def test_lookups_by_a_foreign_key_use_the_composite_index_that_leads_with_it(
+        self, tenant: Tenant, sandbox_number
+    ) -> None:
+        fill_tables(tenant, rows=2000)
+        call = Call.objects.filter(organization=tenant.organization).first()
+        assert call is not None
+
+        with CaptureQueriesContext(connection) as lookups:
+            list(LedgerEntry.objects.filter(call=call))
+            list(CallEvent.objects.filter(call=call))
+            list(LedgerEntry.objects.filter(organization=tenant.organization)[:10])
+            list(Call.objects.filter(organization=tenant.organization)[:10])
+
+        explained = plans(lookups.captured_queries)
+        assert len(explained) == 4
+        for sql, plan in explained.items():
+            assert "Seq Scan" not in plan, f"{sql}\n{plan}"
