@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from billing.models import LedgerEntry
 from billing.selectors import balance_for_organization, ledger_for_organization
+from burki.authentication import request_api_key
 from burki.pagination import NewestFirstCursorPagination
 from burki.schema import (
     AUTHENTICATION_ERRORS,
@@ -48,7 +49,7 @@ class BalanceApi(APIView):
         responses={200: OutputSerializer, **AUTHENTICATION_ERRORS, 429: rate_limited()},
     )
     def get(self, request: Request) -> Response:
-        organization = request.auth.organization
+        organization = request_api_key(request).organization
         balance = balance_for_organization(organization_id=organization.pk)
         balance_cents, held_cents = (
             (balance.balance_cents, balance.held_cents) if balance else (0, 0)
@@ -131,7 +132,7 @@ class LedgerApi(APIView):
         },
     )
     def get(self, request: Request) -> Response:
-        entries = ledger_for_organization(organization_id=request.auth.organization_id)
+        entries = ledger_for_organization(organization_id=request_api_key(request).organization_id)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(entries, request, view=self)
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)

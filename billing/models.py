@@ -15,6 +15,9 @@ class Balance(models.Model):
     )
     balance_cents = models.BigIntegerField(default=0)
     held_cents = models.BigIntegerField(default=0)
+    # Holds not yet settled: one per call that has not ended. Every live call has one, so
+    # while this is under an organization's cap on simultaneous calls there is room for another.
+    open_holds = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

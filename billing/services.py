@@ -3,6 +3,7 @@ Balance row (`select_for_update`) before reading it, and writes a LedgerEntry fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -73,9 +74,12 @@ def _entry(
     )
 
 
+BALANCE_FIELDS = ["balance_cents", "held_cents", "open_holds", "updated_at"]
+
+
 def _write(balance: Balance, **change: Any) -> LedgerEntry:
     entry = _entry(balance, **change)
-    balance.save(update_fields=["balance_cents", "held_cents", "updated_at"])
+    balance.save(update_fields=BALANCE_FIELDS)
     entry.save(force_insert=True)
     return entry
 
@@ -84,18 +88,22 @@ def balance_hold(*, balance: Balance, amount_cents: int, call_id: UUID) -> Ledge
     """Reserve money for a call; `balance` must come from `balance_lock` in this transaction."""
     if amount_cents <= 0 or amount_cents > balance.available_cents:
         raise InsufficientBalance()
+    balance.open_holds += 1
     return _write(
         balance, kind=LedgerEntry.Kind.HOLD, held_change_cents=amount_cents, call_id=call_id
     )
 
 
 # Claims the hold and writes its ledger row in one statement, only if the available money covers
-# it. The UPDATE takes the Balance row lock, so concurrent holds of one organization queue on it
-# exactly as with select_for_update, and PostgreSQL re-checks the condition after the wait.
+# it and fewer holds than the cap are open. The UPDATE takes the Balance row lock, so concurrent
+# holds of one organization queue on it exactly as with select_for_update, and PostgreSQL
+# re-checks the condition on the row as the previous holder left it.
 _HOLD_IF_COVERED = """
 WITH claimed AS (
-    UPDATE {balance} SET held_cents = held_cents + %(amount)s, updated_at = %(now)s
+    UPDATE {balance}
+    SET held_cents = held_cents + %(amount)s, open_holds = open_holds + 1, updated_at = %(now)s
     WHERE organization_id = %(organization_id)s AND balance_cents - held_cents >= %(amount)s
+      AND open_holds < %(max_open_holds)s
     RETURNING organization_id, balance_cents, held_cents
 )
 INSERT INTO {ledger} (
@@ -110,10 +118,21 @@ RETURNING id
 
 
 def balance_hold_call(
-    *, organization_id: int, call_id: UUID, rate_cents_per_minute: int, max_seconds: int
+    *,
+    organization_id: int,
+    call_id: UUID,
+    rate_cents_per_minute: int,
+    max_seconds: int,
+    max_open_holds: int,
+    check_room: Callable[[], None],
 ) -> HoldQuote:
     """Hold money for a call of at most `max_seconds`: all of it when the available balance
     covers it, else as long a call as the available balance pays for (`hold_quote`).
+
+    `max_open_holds` is the organization's cap on simultaneous calls. Fewer open holds than that
+    means room, in the same statement as the hold. At or over it, the hold may still fit: a hold
+    outlives its call when the call's final event never comes. So `check_room` is asked, under
+    the Balance row lock, to decide exactly (and to raise when there is no room).
 
     Run it inside the caller's transaction, as its last statement before the commit where it
     can be: the Balance row stays locked from here until the commit.
@@ -137,6 +156,7 @@ def balance_hold_call(
                     "organization_id": organization_id,
                     "kind": LedgerEntry.Kind.HOLD.value,
                     "call_id": call_id,
+                    "max_open_holds": max_open_holds,
                 },
             )
             if cursor.fetchone() is not None:
@@ -144,6 +164,8 @@ def balance_hold_call(
     balance = balance_lock(organization_id=organization_id)
     if balance is None:
         raise InsufficientBalance()
+    if balance.open_holds >= max_open_holds:
+        check_room()
     quote = hold_quote(
         available_cents=balance.available_cents,
         rate_cents_per_minute=rate_cents_per_minute,
@@ -184,9 +206,11 @@ def balance_settle(
                     call_id=call_id,
                 )
             )
+        # The call's hold is closed. (Never below zero: a settle must not fail over a count.)
+        balance.open_holds = max(balance.open_holds - 1, 0)
+        # One write of the balance and one insert for both rows (charge first, then release).
+        balance.save(update_fields=BALANCE_FIELDS)
         if entries:
-            # One write of the balance and one insert for both rows (charge first, then release).
-            balance.save(update_fields=["balance_cents", "held_cents", "updated_at"])
             LedgerEntry.objects.bulk_create(entries)
 
 

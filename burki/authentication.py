@@ -27,6 +27,13 @@ class ApiClient:
         return f"api key {self.api_key.prefix}… of {self.organization}"
 
 
+def request_api_key(request: Request) -> ApiKey:
+    """The key an authenticated API request came with (after IsAuthenticated has passed)."""
+    if not isinstance(request.auth, ApiKey):
+        raise exceptions.NotAuthenticated()
+    return request.auth
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 

@@ -59,6 +59,9 @@ class EncryptedJSONField(models.TextField):
     """A dict of secrets, stored as one Fernet token. Never put one in `list_display`."""
 
     description = "Encrypted JSON object"
+    # What type checkers (django-stubs) see on instances: a dict, not the text stored.
+    _pyi_private_set_type: dict[str, Any]  # type: ignore[assignment]
+    _pyi_private_get_type: dict[str, Any]  # type: ignore[assignment]
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:
         if value is None or value == "":

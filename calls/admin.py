@@ -10,8 +10,7 @@ class CallEventInline(admin.TabularInline):
     model = CallEvent
     extra = 0
     can_delete = False
-    fields = ["created_at", "status", "source", "detail"]
-    readonly_fields = fields
+    fields = readonly_fields = ("created_at", "status", "source", "detail")
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

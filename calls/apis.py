@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from burki.authentication import request_api_key
 from burki.pagination import NewestFirstCursorPagination
 from burki.schema import (
     AUTHENTICATION_ERRORS,
@@ -341,7 +342,7 @@ class InitiateCallApi(APIView):
         if raw_key is None:
             return self.initiate(request, data)
         claimed = idempotency.idempotency_key_claim(
-            organization_id=request.auth.organization_id,
+            organization_id=request_api_key(request).organization_id,
             key=idempotency.idempotency_key_parse(raw_key),
             fingerprint=idempotency.request_fingerprint(data),
         )
@@ -367,7 +368,7 @@ class InitiateCallApi(APIView):
         self, request: Request, data: dict[str, Any], idempotency_key_id: int | None = None
     ) -> Response:
         call = call_initiate(
-            organization=request.auth.organization,
+            organization=request_api_key(request).organization,
             phone_number=self.phone_number,
             to_number=data["to_phone_number"],
             assistant_override=self.assistant,
@@ -482,7 +483,7 @@ class CallListApi(APIView):
         filters = self.FilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         calls = calls_for_organization(
-            organization_id=request.auth.organization_id,
+            organization_id=request_api_key(request).organization_id,
             status=filters.validated_data.get("status"),
         )
         paginator = self.pagination_class()
@@ -510,7 +511,9 @@ class CallDetailApi(APIView):
         },
     )
     def get(self, request: Request, call_id: UUID) -> Response:
-        call = call_for_organization(organization_id=request.auth.organization_id, call_id=call_id)
+        call = call_for_organization(
+            organization_id=request_api_key(request).organization_id, call_id=call_id
+        )
         if call is None:
             raise Http404
         call = call_advance_simulated(call=call)

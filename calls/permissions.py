@@ -11,6 +11,7 @@ from typing import Any
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from burki.authentication import request_api_key
 from calls.selectors import caller_assistant, caller_phone_number
 
 
@@ -20,7 +21,8 @@ class FromNumberBelongsToOrganization(BasePermission):
             return True  # the view answers 405
         data = view.validated_input(request)
         view.phone_number = caller_phone_number(
-            organization_id=request.auth.organization_id, number=data["from_phone_number"]
+            organization_id=request_api_key(request).organization_id,
+            number=data["from_phone_number"],
         )
         return True
 
@@ -34,7 +36,7 @@ class AssistantBelongsToOrganization(BasePermission):
             None
             if assistant_id is None
             else caller_assistant(
-                organization_id=request.auth.organization_id, assistant_id=assistant_id
+                organization_id=request_api_key(request).organization_id, assistant_id=assistant_id
             )
         )
         return True

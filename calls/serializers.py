@@ -64,7 +64,7 @@ class E164Field(StrictCharField):
             self.fail("e164")
 
 
-def required_messages(name: str, **extra: str) -> dict[str, str]:
+def required_messages(name: str, **extra: str) -> dict[str, Any]:
     return {
         "required": f"{name} is required",
         "null": f"{name} is required",
@@ -73,7 +73,7 @@ def required_messages(name: str, **extra: str) -> dict[str, str]:
     }
 
 
-def e164_messages(name: str) -> dict[str, str]:
+def e164_messages(name: str) -> dict[str, Any]:
     return required_messages(
         name,
         invalid=f"{name} must be a string",
@@ -82,7 +82,7 @@ def e164_messages(name: str) -> dict[str, str]:
     )
 
 
-def text_messages(name: str, max_length: int) -> dict[str, str]:
+def text_messages(name: str, max_length: int) -> dict[str, Any]:
     return {
         "invalid": f"{name} must be a string",
         "max_length": f"{name} must be at most {max_length} characters",

@@ -149,18 +149,23 @@ def call_initiate(
             hold_cents=cost_cents(seconds=max_seconds, rate_cents_per_minute=rate),
             live_until=now + timedelta(seconds=max_seconds) + slack,
         )
+        limit = organization.effective_max_concurrent_calls
+
+        def check_room() -> None:
+            # Asked under the Balance row lock, which every initiation of this organization
+            # takes, in a new statement (a new snapshot): it sees every call committed before,
+            # plus this one.
+            if calls_in_progress(organization_id=organization.pk, up_to=limit + 1) > limit:
+                raise TooManyConcurrentCalls(limit)
+
         quote = balance_hold_call(
             organization_id=organization.pk,
             call_id=call.pk,
             rate_cents_per_minute=rate,
             max_seconds=max_seconds,
+            max_open_holds=limit,
+            check_room=check_room,
         )
-        # Counted once the hold has locked the Balance row: every initiation of this
-        # organization waits for that lock, and this count (a new statement, so a new snapshot)
-        # sees every call committed before it, plus this one.
-        limit = organization.effective_max_concurrent_calls
-        if calls_in_progress(organization_id=organization.pk, up_to=limit + 1) > limit:
-            raise TooManyConcurrentCalls(limit)
         if (quote.time_limit_seconds, quote.hold_cents) != (
             call.time_limit_seconds,
             call.hold_cents,

@@ -102,11 +102,15 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         return ", ".join(sorted(obj.secrets)) + " (set)" if obj.secrets else "none"
 
     def get_form(
-        self, request: HttpRequest, obj: ProviderAccount | None = None, **kwargs: Any
+        self,
+        request: HttpRequest,
+        obj: ProviderAccount | None = None,
+        change: bool = False,
+        **kwargs: Any,
     ) -> Any:
         # Credential fields come from the registry, so they are declared when the form is built.
         kwargs["form"] = type("ProviderAccountForm", (ProviderAccountForm,), _account_form_fields())
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: ProviderAccount | None = None) -> Any:
         fieldsets: list[Any] = [(None, {"fields": ["organization", "provider", "name"]})]

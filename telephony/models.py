@@ -91,14 +91,16 @@ class PhoneNumber(models.Model):
     def clean(self) -> None:
         errors: dict[str, str] = {}
         org_id = self.organization_id
-        if self.assistant_id and self.assistant.organization_id != org_id:
+        assistant = self.assistant if self.assistant_id else None
+        flow = self.conversation_flow if self.conversation_flow_id else None
+        if assistant is not None and assistant.organization_id != org_id:
             errors["assistant"] = "The assistant must belong to the number's organization."
-        if self.conversation_flow_id and self.conversation_flow.organization_id != org_id:
+        if flow is not None and flow.organization_id != org_id:
             errors["conversation_flow"] = "The flow must belong to the number's organization."
         if self.assistant_id and self.conversation_flow_id:
             errors["conversation_flow"] = "A number goes to an assistant or a flow, not both."
-        if self.provider_account_id:
-            account = self.provider_account
+        account = self.provider_account if self.provider_account_id else None
+        if account is not None:
             if account.organization_id != org_id:
                 errors["provider_account"] = "The account must belong to the number's organization."
             elif account.provider != self.provider:

@@ -52,4 +52,6 @@ def assert_money_consistent(organization: Organization) -> None:
         for c in Call.objects.filter(organization=organization, cost_cents__isnull=True)
     )
     assert balance.held_cents == open_holds
+    unsettled = Call.objects.filter(organization=organization, cost_cents__isnull=True).count()
+    assert balance.open_holds == unsettled
     assert 0 <= balance.held_cents <= balance.balance_cents
