@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
@@ -44,6 +46,9 @@ CALL_RING_TIMEOUT_SECONDS = env.int("CALL_RING_TIMEOUT_SECONDS", default=30)
 PROVIDER_TIMEOUT_SECONDS = env.float("PROVIDER_TIMEOUT_SECONDS", default=10.0)
 # Benchmarks only: point the Twilio SDK at a local fake of its REST API (empty: the real one).
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
+# Every Twilio request carries the account's credentials: they may go to Twilio or to loopback.
+if TWILIO_API_BASE_URL and urlsplit(TWILIO_API_BASE_URL).hostname not in LOOPBACK_HOSTS:
+    raise ImproperlyConfigured("TWILIO_API_BASE_URL may only point at this machine (loopback).")
 
 # Safety limits. A call over an organization's cap of simultaneous calls is refused (429);
 # Organization.max_concurrent_calls overrides the default.

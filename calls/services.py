@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
@@ -198,7 +198,12 @@ def call_initiate(
     try:
         call_sid = provider.place_call(outbound, account)
     except ProviderError as exc:
-        call_fail(call=call, error=str(exc))
+        if not call_fail(call=call, error=str(exc)):
+            # The provider's own events moved the call on while its API answered with an
+            # error or a time-out: the call exists, so it is answered as placed, not failed.
+            logger.warning("call %s placed despite %s: %s", call.pk, provider.name, exc)
+            call.refresh_from_db()
+            return call
         if exc.timeout:
             raise ProviderTimedOut() from exc
         if exc.unavailable:
@@ -207,7 +212,9 @@ def call_initiate(
     except Exception as exc:
         # An SDK bug or a surprise from the provider: the hold must still come back.
         logger.exception("placing call %s with %s failed unexpectedly", call.pk, provider.name)
-        call_fail(call=call, error=f"Unexpected error from {provider.label}.")
+        if not call_fail(call=call, error=f"Unexpected error from {provider.label}."):
+            call.refresh_from_db()
+            return call
         raise ProviderFailed() from exc
 
     now = timezone.now()
@@ -219,6 +226,8 @@ def call_initiate(
         Call.objects.filter(pk=call.pk).update(
             call_sid=call_sid, initiated_at=Coalesce(F("initiated_at"), Value(now)), updated_at=now
         )
+        call.refresh_from_db()
+        return call
     call.call_sid = call_sid
     call.status = CallState.INITIATED
     call.initiated_at = now
@@ -354,7 +363,11 @@ def _call_adopt(*, call: Call, event: StatusEvent, source: str) -> bool:
         return False  # another of our calls holds that id after all
     if not claimed:
         return False
-    call.call_sid, call.status, call.initiated_at = event.provider_call_id, "initiated", now
+    call.call_sid, call.status, call.initiated_at = (
+        event.provider_call_id,
+        CallState.INITIATED,
+        now,
+    )
     if CallState(event.state) != CallState.INITIATED:
         call_apply_event(call=call, event=event, source=source)
     return True
@@ -380,51 +393,62 @@ def call_reconcile_stale(*, grace_seconds: int | None = None) -> ReconcileReport
         .order_by("created_at")
     )
     for call in stale.iterator(chunk_size=100):
-        provider = get_provider(call.provider)
-        account = call.provider_account.as_account() if call.provider_account else Account()
-        query = PlacedCallQuery(
-            call_id=str(call.pk),
-            from_number=call.from_number,
-            to_number=call.to_number,
-            not_before=call.created_at,
-        )
         try:
-            candidates = provider.find_calls(query, account)
-        except NotImplementedError:
+            _call_reconcile_one(call=call, now=now, grace=grace, report=report)
+        except Exception:
+            # One call that cannot be reconciled (an undecryptable secret, a malformed answer)
+            # must not keep every later call from being reconciled: the runs go oldest first.
+            logger.exception("reconcile: call %s left for the next run", call.pk)
+            report.left += 1
+    return report
+
+
+def _call_reconcile_one(*, call: Call, now: datetime, grace: int, report: ReconcileReport) -> None:
+    """One stale queued call: adopted, failed with its hold released, or left for the next run."""
+    provider = get_provider(call.provider)
+    account = call.provider_account.as_account() if call.provider_account else Account()
+    query = PlacedCallQuery(
+        call_id=str(call.pk),
+        from_number=call.from_number,
+        to_number=call.to_number,
+        not_before=call.created_at,
+    )
+    try:
+        candidates = provider.find_calls(query, account)
+    except NotImplementedError:
+        report.failed += call_fail(
+            call=call,
+            error=f"The request stopped before {provider.label} answered, and "
+            f"{provider.label} cannot be asked whether it placed the call (not verified).",
+        )
+        return
+    except ProviderError as exc:
+        over = call.created_at + timedelta(
+            seconds=call.time_limit_seconds + settings.CALL_RING_TIMEOUT_SECONDS + grace
+        )
+        if now < over:
+            logger.warning("reconcile: call %s left for the next run: %s", call.pk, exc)
+            report.left += 1
+        else:
             report.failed += call_fail(
                 call=call,
                 error=f"The request stopped before {provider.label} answered, and "
-                f"{provider.label} cannot be asked whether it placed the call (not verified).",
+                f"{provider.label} could not be asked before the call's time limit passed.",
             )
-            continue
-        except ProviderError as exc:
-            over = call.created_at + timedelta(
-                seconds=call.time_limit_seconds + settings.CALL_RING_TIMEOUT_SECONDS + grace
-            )
-            if now < over:
-                logger.warning("reconcile: call %s left for the next run: %s", call.pk, exc)
-                report.left += 1
-            else:
-                report.failed += call_fail(
-                    call=call,
-                    error=f"The request stopped before {provider.label} answered, and "
-                    f"{provider.label} could not be asked before the call's time limit passed.",
-                )
-            continue
-        known = set(
-            Call.objects.filter(
-                provider=call.provider,
-                call_sid__in=[c.provider_call_id for c in candidates],
-            ).values_list("call_sid", flat=True)
+        return
+    known = set(
+        Call.objects.filter(
+            provider=call.provider,
+            call_sid__in=[c.provider_call_id for c in candidates],
+        ).values_list("call_sid", flat=True)
+    )
+    unknown = [c for c in candidates if c.provider_call_id not in known]
+    if unknown and _call_adopt(call=call, event=unknown[0], source=provider.name):
+        report.adopted += 1
+    elif not unknown:
+        report.failed += call_fail(
+            call=call,
+            error=f"Never placed: the request stopped before {provider.label} placed the call.",
         )
-        unknown = [c for c in candidates if c.provider_call_id not in known]
-        if unknown and _call_adopt(call=call, event=unknown[0], source=provider.name):
-            report.adopted += 1
-        elif not unknown:
-            report.failed += call_fail(
-                call=call,
-                error=f"Never placed: the request stopped before {provider.label} placed the call.",
-            )
-        else:
-            report.left += 1
-    return report
+    else:
+        report.left += 1

@@ -233,3 +233,70 @@ class TestACrashAfterTheCommit:
             "The request stopped before Sandbox answered, and Sandbox cannot be asked whether "
             "it placed the call (not verified).",
         )
+
+
+class TestTheProviderSaysOneThingAndDoesAnother:
+    @pytest.fixture
+    def number(self, tenant: Tenant):
+        return PhoneNumberFactory(organization=tenant.organization, number="+15551234567")
+
+    def test_a_time_out_after_the_call_rang_answers_as_placed(self, tenant: Tenant, number):
+        from calls.services import call_apply_event
+        from telephony.providers.base import ProviderError, StatusEvent
+
+        def ring_then_time_out(outbound, account):
+            # The provider's first webhook beats its own API's answer, which then times out.
+            call = Call.objects.get(pk=outbound.call_id)
+            call_apply_event(
+                call=call, event=StatusEvent("ringing", "SB-rang-anyway"), source="sandbox"
+            )
+            raise ProviderError("Sandbox: simulated time-out.", timeout=True)
+
+        with mock.patch.object(SandboxProvider, "place_call", side_effect=ring_then_time_out):
+            response = initiate(tenant)
+
+        call = Call.objects.get()
+        assert response.status_code == 200
+        assert response.json() == {
+            "message": "Call initiated successfully",
+            "call_sid": "SB-rang-anyway",
+            "call_id": str(call.pk),
+        }
+        assert (call.status, call.error, call.cost_cents) == ("ringing", "", None)
+        assert Balance.objects.get(organization=tenant.organization).held_cents == call.hold_cents
+        assert_money_consistent(tenant.organization)
+
+
+class TestReconcileGoesOn:
+    def test_a_call_that_cannot_be_reconciled_does_not_stop_the_others(
+        self, tenant: Tenant, capsys
+    ) -> None:
+        PhoneNumberFactory(organization=tenant.organization, number="+15551234567")
+        with (
+            mock.patch.object(SandboxProvider, "place_call", side_effect=SystemExit(1)),
+            pytest.raises(SystemExit),
+        ):
+            initiate(tenant)
+        with (
+            mock.patch.object(SandboxProvider, "place_call", side_effect=SystemExit(1)),
+            pytest.raises(SystemExit),
+        ):
+            initiate(tenant)
+        age_calls()
+        first, second = Call.objects.order_by("created_at", "id")
+        Call.objects.filter(pk=second.pk).update(created_at=first.created_at + timedelta(seconds=1))
+
+        def broken_for_the_first(query, account):
+            if query.call_id == str(first.pk):
+                raise ValueError("a malformed answer")
+            raise NotImplementedError
+
+        with mock.patch.object(SandboxProvider, "find_calls", side_effect=broken_for_the_first):
+            out = reconcile(capsys)
+
+        assert out == "Reconciled queued calls: 1 failed, 0 adopted, 1 left for the next run.\n"
+        first.refresh_from_db()
+        second.refresh_from_db()
+        assert (first.status, second.status) == ("queued", "failed")
+        assert Balance.objects.get(organization=tenant.organization).held_cents == first.hold_cents
+        assert_money_consistent(tenant.organization)

@@ -38,9 +38,9 @@ from django.test import override_settings
 from twilio.request_validator import RequestValidator
 
 from billing.models import Balance, LedgerEntry
+from calls.management.commands.sip_agent import Reporter
 from calls.models import Call, CallEvent
 from telephony import sip_control
-from telephony.management.commands.sip_agent import Reporter
 from telephony.models import PhoneNumber, ProviderAccount, SipTrunk
 from telephony.providers.base import StatusEvent
 from tests.conftest import Tenant, assert_money_consistent

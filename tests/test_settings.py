@@ -45,3 +45,11 @@ def test_debug_starts_with_nothing_set() -> None:
     result = start(DEBUG="true")
 
     assert (result.returncode, result.stdout.strip()) == (0, "started")
+
+
+def test_the_benchmarks_twilio_stand_in_must_be_on_this_machine() -> None:
+    result = start(DEBUG="true", TWILIO_API_BASE_URL="http://twilio-stand-in.example:8080")
+
+    assert result.returncode != 0
+    assert "TWILIO_API_BASE_URL may only point at this machine" in result.stderr
+    assert start(DEBUG="true", TWILIO_API_BASE_URL="http://127.0.0.1:9").returncode == 0

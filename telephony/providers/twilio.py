@@ -53,6 +53,12 @@ STATES = {
 }
 
 
+def _seconds(value: str | None) -> int | None:
+    """Twilio's durations are whole seconds as text; anything else is no duration."""
+    # isdigit() alone lets "²" through, which int() then refuses.
+    return int(value) if value and value.isascii() and value.isdigit() else None
+
+
 @cache
 def _http_client() -> TwilioHttpClient:
     # One pooled HTTP client per process: a new TLS connection per call costs more than the call.
@@ -74,7 +80,7 @@ class TwilioProvider(Provider):
             http_client=_http_client(),
         )
         base_url = getattr(settings, "TWILIO_API_BASE_URL", "")
-        if base_url:  # a local fake for benchmarks; never set in production
+        if base_url:  # a local fake for benchmarks, on loopback only (see settings)
             client.api.base_url = base_url
         return client
 
@@ -125,7 +131,7 @@ class TwilioProvider(Provider):
             StatusEvent(
                 state=STATES.get(str(c.status), CallState.INITIATED),
                 provider_call_id=str(c.sid),
-                duration_seconds=int(c.duration) if c.duration and c.duration.isdigit() else None,
+                duration_seconds=_seconds(c.duration),
                 raw={"CallStatus": str(c.status), "found_by": "reconcile"},
             )
             for c in candidates
@@ -150,8 +156,7 @@ class TwilioProvider(Provider):
         return StatusEvent(
             state=state,
             provider_call_id=form.get("CallSid", ""),
-            # isdigit() alone lets "²" through, which int() then refuses.
-            duration_seconds=int(duration) if duration.isascii() and duration.isdigit() else None,
+            duration_seconds=_seconds(duration),
             reason=str(reason),
             raw={
                 key: form.get(key)
