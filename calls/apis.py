@@ -40,7 +40,7 @@ from calls.serializers import (
     e164_messages,
     text_messages,
 )
-from calls.services import call_advance_simulated, call_initiate
+from calls.services import call_advance_simulated, call_initiate, call_initiated_body
 from telephony.states import CallState
 
 MAX_WELCOME_LENGTH = 2000
@@ -377,13 +377,7 @@ class InitiateCallApi(APIView):
             variables=data.get("variables"),
             idempotency_key_id=idempotency_key_id,
         )
-        return Response(
-            {
-                "message": "Call initiated successfully",
-                "call_sid": call.call_sid,
-                "call_id": call.pk,
-            }
-        )
+        return Response(call_initiated_body(call))
 
 
 @extend_schema_serializer(component_name="Call")

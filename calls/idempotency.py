@@ -32,6 +32,7 @@ from rest_framework import status
 
 from burki.exceptions import ApiError, ProviderFailed
 from calls.models import Call, IdempotencyKey
+from calls.services import call_initiated_body
 from telephony.states import CallState
 
 HEADER = "Idempotency-Key"
@@ -97,8 +98,7 @@ def _answer_from_call(call: Call) -> Replay | None:
     if call.status == CallState.FAILED and not call.call_sid:
         detail = call.error or str(ProviderFailed.default_detail)
         return Replay(status.HTTP_502_BAD_GATEWAY, {"detail": detail})
-    body = {"message": "Call initiated successfully", "call_sid": call.call_sid}
-    return Replay(status.HTTP_200_OK, {**body, "call_id": str(call.pk)})
+    return Replay(status.HTTP_200_OK, call_initiated_body(call))
 
 
 def idempotency_key_claim(

@@ -34,10 +34,9 @@ from calls.errors import AssistantInactive, NoAssistantFound, TooManyConcurrentC
 from calls.models import Call, CallEvent, IdempotencyKey
 from calls.selectors import calls_in_progress
 from calls.templating import Scalar, TemplateError, render
-from telephony.models import PhoneNumber
+from telephony.models import PhoneNumber, provider_credentials
 from telephony.providers import get_provider
 from telephony.providers.base import (
-    Account,
     CallContext,
     OutboundCall,
     PlacedCallQuery,
@@ -192,9 +191,7 @@ def call_initiate(
         media_stream_url=settings.MEDIA_STREAM_URL,
         context=call_context(call),
     )
-    account = (
-        phone_number.provider_account.as_account() if phone_number.provider_account else Account()
-    )
+    account = provider_credentials(phone_number.provider_account)
     try:
         call_sid = provider.place_call(outbound, account)
     except ProviderError as exc:
@@ -232,6 +229,15 @@ def call_initiate(
     call.status = CallState.INITIATED
     call.initiated_at = now
     return call
+
+
+def call_initiated_body(call: Call) -> dict[str, str]:
+    """The contract's 200 body for a placed call (plus our own call_id)."""
+    return {
+        "message": "Call initiated successfully",
+        "call_sid": call.call_sid,
+        "call_id": str(call.pk),
+    }
 
 
 def call_fail(*, call: Call, error: str) -> bool:
@@ -406,7 +412,7 @@ def call_reconcile_stale(*, grace_seconds: int | None = None) -> ReconcileReport
 def _call_reconcile_one(*, call: Call, now: datetime, grace: int, report: ReconcileReport) -> None:
     """One stale queued call: adopted, failed with its hold released, or left for the next run."""
     provider = get_provider(call.provider)
-    account = call.provider_account.as_account() if call.provider_account else Account()
+    account = provider_credentials(call.provider_account)
     query = PlacedCallQuery(
         call_id=str(call.pk),
         from_number=call.from_number,

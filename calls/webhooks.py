@@ -19,8 +19,9 @@ from rest_framework.views import APIView
 from calls.models import Call
 from calls.selectors import call_for_webhook
 from calls.services import call_apply_event, call_context
+from telephony.models import provider_credentials
 from telephony.providers import get_provider
-from telephony.providers.base import Account, Provider, WebhookRejected, WebhookRequest
+from telephony.providers.base import Provider, WebhookRejected, WebhookRequest
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class WebhookApi(APIView):
             # A GET's parameters are part of the URL, which the signature already covers.
             form=django_request.POST if django_request.method == "POST" else {},
         )
-        account = call.provider_account.as_account() if call.provider_account else Account()
+        account = provider_credentials(call.provider_account)
         try:
             provider.verify_webhook(webhook, account)
         except WebhookRejected as exc:

@@ -42,6 +42,12 @@ class ProviderAccount(models.Model):
         return Account(settings=dict(self.settings), secrets=dict(self.secrets))
 
 
+def provider_credentials(provider_account: ProviderAccount | None) -> Account:
+    """What a provider is handed: the account's settings and secrets, or nothing when the
+    provider needs no account (sandbox, SIP trunks) or the account is gone."""
+    return provider_account.as_account() if provider_account is not None else Account()
+
+
 class PhoneNumber(models.Model):
     organization = models.ForeignKey(
         "burki.Organization", on_delete=models.CASCADE, related_name="phone_numbers"

@@ -10,7 +10,7 @@ from burki.exceptions import first_error_message
 from calls.apis import InitiateCallApi
 from calls.errors import number_not_in_organization
 from calls.selectors import caller_assistant, caller_phone_number
-from calls.services import call_initiate
+from calls.services import call_initiate, call_initiated_body
 from telephony.models import PhoneNumber
 
 
@@ -92,9 +92,7 @@ class Command(BaseCommand):
         self.stdout.write(
             json.dumps(
                 {
-                    "message": "Call initiated successfully",
-                    "call_sid": call.call_sid,
-                    "call_id": str(call.pk),
+                    **call_initiated_body(call),
                     "provider": call.provider,
                     "assistant_id": call.assistant_id,
                     "time_limit_seconds": call.time_limit_seconds,
