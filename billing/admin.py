@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from billing.errors import BillingError
 from billing.models import Balance, LedgerEntry
 from billing.services import balance_adjust, balance_top_up
 
@@ -75,8 +76,8 @@ class BalanceAdmin(admin.ModelAdmin):
                     balance_adjust(
                         organization=balance.organization, amount_cents=amount, memo=memo
                     )
-            except ValueError as exc:
-                form.add_error(None, str(exc))
+            except BillingError as exc:
+                form.add_error(None, exc.message)
             else:
                 self.message_user(request, f"{balance.organization}: {amount:+d} recorded.")
                 return HttpResponseRedirect(

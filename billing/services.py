@@ -11,8 +11,13 @@ from uuid import UUID
 from django.db import connection, transaction
 from django.utils import timezone
 
+from billing.errors import (
+    AdjustmentBelowHeld,
+    AdjustmentWithoutMemo,
+    InsufficientBalance,
+    TopUpNotPositive,
+)
 from billing.models import Balance, LedgerEntry
-from burki.exceptions import InsufficientBalance
 from burki.models import Organization
 
 # The smallest call we place: the balance must pay for one billable minute.
@@ -223,7 +228,7 @@ def balance_release(*, organization_id: int, call_id: UUID, held_cents: int) -> 
 
 def balance_top_up(*, organization: Organization, amount_cents: int, memo: str = "") -> Balance:
     if amount_cents <= 0:
-        raise ValueError("A top-up must be a positive amount.")
+        raise TopUpNotPositive()
     with transaction.atomic():
         Balance.objects.get_or_create(organization=organization)
         balance = balance_lock(organization_id=organization.pk)
@@ -235,12 +240,12 @@ def balance_top_up(*, organization: Organization, amount_cents: int, memo: str =
 def balance_adjust(*, organization: Organization, amount_cents: int, memo: str) -> Balance:
     """A signed correction by an operator; it may not take the balance below what is held."""
     if not memo:
-        raise ValueError("An adjustment needs a memo saying why.")
+        raise AdjustmentWithoutMemo()
     with transaction.atomic():
         Balance.objects.get_or_create(organization=organization)
         balance = balance_lock(organization_id=organization.pk)
         assert balance is not None
         if balance.balance_cents + amount_cents < balance.held_cents:
-            raise ValueError("An adjustment may not take the balance below the held amount.")
+            raise AdjustmentBelowHeld()
         _write(balance, kind=LedgerEntry.Kind.ADJUSTMENT, amount_cents=amount_cents, memo=memo)
     return balance

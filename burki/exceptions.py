@@ -10,35 +10,58 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from billing.errors import InsufficientBalance
+from burki.errors import DomainError
+from calls.errors import (
+    AssistantInactive,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyReused,
+    NoAssistantFound,
+    ProviderFailed,
+    ProviderTimedOut,
+    ProviderUnavailable,
+    TooManyConcurrentCalls,
+)
+from calls.templating import TemplateError
+
 logger = logging.getLogger(__name__)
 
 
-class ApiError(exceptions.APIException):
-    """Base for domain errors: a status, a code and one sentence."""
+# Every domain error's HTTP status, the one place where a rule of ours becomes HTTP. A class
+# not listed takes its nearest listed base's status (a DomainError of its own: 400).
+STATUS_OF_ERROR: dict[type[DomainError], int] = {
+    DomainError: status.HTTP_400_BAD_REQUEST,
+    TemplateError: status.HTTP_400_BAD_REQUEST,
+    IdempotencyKeyInvalid: status.HTTP_400_BAD_REQUEST,
+    InsufficientBalance: status.HTTP_402_PAYMENT_REQUIRED,
+    NoAssistantFound: status.HTTP_404_NOT_FOUND,
+    AssistantInactive: status.HTTP_404_NOT_FOUND,
+    IdempotencyKeyInFlight: status.HTTP_409_CONFLICT,
+    IdempotencyKeyReused: status.HTTP_422_UNPROCESSABLE_ENTITY,
+    TooManyConcurrentCalls: status.HTTP_429_TOO_MANY_REQUESTS,
+    ProviderFailed: status.HTTP_502_BAD_GATEWAY,
+    ProviderUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+    ProviderTimedOut: status.HTTP_504_GATEWAY_TIMEOUT,
+}
 
 
-class InsufficientBalance(ApiError):
-    status_code = status.HTTP_402_PAYMENT_REQUIRED
-    default_code = "insufficient_balance"
-    default_detail = "Insufficient balance. Please add funds to continue making calls."
+def status_of_error(error: DomainError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_OF_ERROR:
+            return STATUS_OF_ERROR[cls]
+    raise AssertionError("unreachable: DomainError is in the table")
 
 
-class ProviderFailed(ApiError):
-    status_code = status.HTTP_502_BAD_GATEWAY
-    default_code = "provider_error"
-    default_detail = "The telephony provider could not place the call."
-
-
-class ProviderTimedOut(ApiError):
-    status_code = status.HTTP_504_GATEWAY_TIMEOUT
-    default_code = "provider_timeout"
-    default_detail = "The telephony provider did not answer in time; the call was not placed."
-
-
-class ProviderUnavailable(ApiError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_code = "provider_unavailable"
-    default_detail = "The telephony provider is not available right now; try again shortly."
+def as_api_exception(error: DomainError) -> exceptions.APIException:
+    """The DRF exception DRF's own handler turns into the response (so it still rolls back an
+    atomic request and sets `Retry-After`)."""
+    exc = exceptions.APIException(error.message, code=error.code)
+    exc.status_code = status_of_error(error)
+    retry_after = getattr(error, "retry_after_seconds", None)
+    if retry_after is not None:
+        exc.wait = retry_after  # type: ignore[attr-defined]
+    return exc
 
 
 def first_error_message(detail: Any, field: str | None = None) -> str:
@@ -59,6 +82,8 @@ def first_error_message(detail: Any, field: str | None = None) -> str:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DomainError):
+        exc = as_api_exception(exc)
     response = exception_handler(exc, context)
     if response is None:
         return None  # Not an API error: Django's 500 handler (and our logging) take it.

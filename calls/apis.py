@@ -29,7 +29,12 @@ from burki.schema import (
 )
 from burki.throttling import ApiKeyRateThrottle, InitiateRateThrottle
 from calls import idempotency
-from calls.errors import TooManyConcurrentCalls
+from calls.errors import (
+    IdempotencyKeyInFlight,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyReused,
+    TooManyConcurrentCalls,
+)
 from calls.models import Call, CallEvent
 from calls.permissions import AssistantBelongsToOrganization, FromNumberBelongsToOrganization
 from calls.selectors import call_for_organization, calls_for_organization
@@ -266,7 +271,7 @@ class InitiateCallApi(APIView):
                     "Variable 'name' is used in welcome_message but was not supplied in variables.",
                 ),
                 ("Malformed JSON", "JSON parse error - Expecting value: line 1 column 1 (char 0)"),
-                ("Malformed Idempotency-Key", idempotency.IdempotencyKeyInvalid.default_detail),
+                ("Malformed Idempotency-Key", IdempotencyKeyInvalid.default_message),
             ),
             **AUTHENTICATION_ERRORS,
             402: error_response(
@@ -294,7 +299,7 @@ class InitiateCallApi(APIView):
             409: error_response(
                 "The first request with this `Idempotency-Key` is still running. Nothing is "
                 "dialled; retry shortly to get its answer.",
-                ("Key in flight", idempotency.IdempotencyKeyInFlight.default_detail),
+                ("Key in flight", IdempotencyKeyInFlight.default_message),
             ),
             415: error_response(
                 "The body is not `application/json`.",
@@ -306,10 +311,10 @@ class InitiateCallApi(APIView):
             422: error_response(
                 "This `Idempotency-Key` was already used with a different body. Nothing is "
                 "dialled; use a new key for a new call.",
-                ("Key reused", idempotency.IdempotencyKeyReused.default_detail),
+                ("Key reused", IdempotencyKeyReused.default_message),
             ),
             429: rate_limited(
-                ("Too many simultaneous calls", str(TooManyConcurrentCalls(10).detail)),
+                ("Too many simultaneous calls", TooManyConcurrentCalls(10).message),
                 also="more calls a minute than it may place, or your organization already has "
                 "as many calls in progress as it may",
             ),

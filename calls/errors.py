@@ -1,10 +1,81 @@
-"""The initiate contract's error sentences, worded exactly as the public docs give them."""
+"""Placing a call's rules, as domain errors, worded exactly as the public docs give them (the API
+maps them to statuses in burki.exceptions). The 403s are the permission classes' own
+(calls/permissions.py), and templating's 400 is `calls.templating.TemplateError`."""
 
 from __future__ import annotations
 
-from rest_framework import exceptions, status
+from burki.errors import DomainError
 
-from burki.exceptions import ApiError
+
+class NoAssistantFound(DomainError):
+    code = "no_assistant"
+
+    def __init__(self, number: str) -> None:
+        super().__init__(f"No assistant found for phone number {number}")
+
+
+class AssistantInactive(DomainError):
+    code = "assistant_inactive"
+
+    def __init__(self, assistant_id: int) -> None:
+        super().__init__(f"Assistant {assistant_id} is not active")
+
+
+class TooManyConcurrentCalls(DomainError):
+    code = "too_many_concurrent_calls"
+    # Calls end every few seconds in a busy organization: a retry soon may find room.
+    retry_after_seconds = 5
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Too many simultaneous calls: your organization's limit is {limit}. "
+            "Try again when a call has ended."
+        )
+
+
+class ProviderFailed(DomainError):
+    """The provider refused the call, or failed in a way we did not foresee."""
+
+    code = "provider_error"
+    default_message = "The telephony provider could not place the call."
+
+
+class ProviderTimedOut(DomainError):
+    code = "provider_timeout"
+    default_message = "The telephony provider did not answer in time; the call was not placed."
+
+
+class ProviderUnavailable(DomainError):
+    code = "provider_unavailable"
+    default_message = "The telephony provider is not available right now; try again shortly."
+
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+class IdempotencyKeyInvalid(DomainError):
+    code = "idempotency_key_invalid"
+    default_message = (
+        f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII "
+        "characters."
+    )
+
+
+class IdempotencyKeyInFlight(DomainError):
+    code = "idempotency_key_in_flight"
+    default_message = (
+        f"A request with this {IDEMPOTENCY_HEADER} is still being processed; retry shortly."
+    )
+
+
+class IdempotencyKeyReused(DomainError):
+    code = "idempotency_key_reused"
+    default_message = f"This {IDEMPOTENCY_HEADER} was already used with a different request body."
+
+
+# Until the permission classes judge the looked-up rows themselves (next change).
+from rest_framework import exceptions  # noqa: E402
 
 
 def number_not_in_organization(number: str) -> str:
@@ -17,32 +88,3 @@ def assistant_not_in_organization(assistant_id: int) -> str:
 
 class NotInOrganization(exceptions.PermissionDenied):
     default_code = "not_in_organization"
-
-
-class NoAssistantFound(ApiError):
-    status_code = status.HTTP_404_NOT_FOUND
-    default_code = "no_assistant"
-
-    def __init__(self, number: str) -> None:
-        super().__init__(f"No assistant found for phone number {number}")
-
-
-class AssistantInactive(ApiError):
-    status_code = status.HTTP_404_NOT_FOUND
-    default_code = "assistant_inactive"
-
-    def __init__(self, assistant_id: int) -> None:
-        super().__init__(f"Assistant {assistant_id} is not active")
-
-
-class TooManyConcurrentCalls(ApiError):
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    default_code = "too_many_concurrent_calls"
-    # Sent as Retry-After by DRF's handler: calls end every few seconds in a busy organization.
-    wait = 5
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"Too many simultaneous calls: your organization's limit is {limit}. "
-            "Try again when a call has ended."
-        )

@@ -30,13 +30,20 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework import status
 
-from burki.exceptions import ApiError, ProviderFailed
+from calls.errors import (
+    IDEMPOTENCY_HEADER,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyReused,
+    ProviderFailed,
+)
 from calls.models import Call, IdempotencyKey
 from calls.services import call_initiated_body
 from telephony.states import CallState
 
-HEADER = "Idempotency-Key"
-MAX_KEY_LENGTH = 255
+HEADER = IDEMPOTENCY_HEADER
+MAX_KEY_LENGTH = MAX_IDEMPOTENCY_KEY_LENGTH
 
 # Answers that mean "try again later" and were reached without dialling: never replayed.
 NOT_STORED = frozenset(
@@ -46,24 +53,6 @@ NOT_STORED = frozenset(
         status.HTTP_503_SERVICE_UNAVAILABLE,
     }
 )
-
-
-class IdempotencyKeyInvalid(ApiError):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "idempotency_key_invalid"
-    default_detail = f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters."
-
-
-class IdempotencyKeyInFlight(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "idempotency_key_in_flight"
-    default_detail = f"A request with this {HEADER} is still being processed; retry shortly."
-
-
-class IdempotencyKeyReused(ApiError):
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    default_code = "idempotency_key_reused"
-    default_detail = f"This {HEADER} was already used with a different request body."
 
 
 @dataclass(frozen=True)
@@ -96,7 +85,7 @@ def _answer_from_call(call: Call) -> Replay | None:
     if call.status == CallState.QUEUED:
         return None
     if call.status == CallState.FAILED and not call.call_sid:
-        detail = call.error or str(ProviderFailed.default_detail)
+        detail = call.error or ProviderFailed.default_message
         return Replay(status.HTTP_502_BAD_GATEWAY, {"detail": detail})
     return Replay(status.HTTP_200_OK, call_initiated_body(call))
 

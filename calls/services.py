@@ -15,7 +15,6 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce, NullIf
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
 from assistants.models import Assistant, ConversationFlow
 from billing.services import (
@@ -24,16 +23,18 @@ from billing.services import (
     balance_settle,
     cost_cents,
 )
-from burki.exceptions import (
+from burki.models import Organization
+from calls.errors import (
+    AssistantInactive,
+    NoAssistantFound,
     ProviderFailed,
     ProviderTimedOut,
     ProviderUnavailable,
+    TooManyConcurrentCalls,
 )
-from burki.models import Organization
-from calls.errors import AssistantInactive, NoAssistantFound, TooManyConcurrentCalls
 from calls.models import Call, CallEvent, IdempotencyKey
 from calls.selectors import calls_in_progress
-from calls.templating import Scalar, TemplateError, render
+from calls.templating import Scalar, render
 from telephony.models import PhoneNumber, provider_credentials
 from telephony.providers import get_provider
 from telephony.providers.base import (
@@ -69,13 +70,6 @@ def call_resolve_assistant(
     if assistant is not None and assistant.is_active:
         return Resolution(assistant, None)
     raise NoAssistantFound(str(phone_number.number))
-
-
-def _render(text: str, variables: Mapping[str, Scalar], field: str) -> str:
-    try:
-        return render(text, variables, field=field)
-    except TemplateError as exc:
-        raise ValidationError(str(exc)) from None
 
 
 def _webhook_url(name: str, call_id: UUID) -> str:
@@ -114,12 +108,12 @@ def call_initiate(
         phone_number=phone_number, assistant_override=assistant_override
     )
     assistant = resolution.assistant
-    rendered_welcome = _render(
+    rendered_welcome = render(
         assistant.welcome_message if welcome_message is None else welcome_message,
         variables,
-        "welcome_message",
+        field="welcome_message",
     )
-    rendered_agenda = _render(agenda or "", variables, "agenda")
+    rendered_agenda = render(agenda or "", variables, field="agenda")
     rate = organization.effective_rate_cents_per_minute
     provider = get_provider(phone_number.provider)
 

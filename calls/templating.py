@@ -11,14 +11,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from burki.errors import DomainError
+
 PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 Scalar = str | int | float | bool
 
 
-class TemplateError(ValueError):
-    pass
+class TemplateError(DomainError):
+    """A placeholder that is not a name, or names a variable that was not supplied."""
+
+    code = "placeholder_invalid"
 
 
 def format_value(value: Scalar) -> str:

@@ -11,14 +11,17 @@ from django.core.management import call_command
 from rest_framework.exceptions import Throttled
 from rest_framework.test import APIClient
 
-from burki.exceptions import (
-    InsufficientBalance,
+from billing.errors import InsufficientBalance
+from calls.errors import (
+    IdempotencyKeyInFlight,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyReused,
     ProviderFailed,
     ProviderTimedOut,
     ProviderUnavailable,
+    TooManyConcurrentCalls,
+    number_not_in_organization,
 )
-from calls.errors import TooManyConcurrentCalls, number_not_in_organization
-from calls.idempotency import IdempotencyKeyInFlight, IdempotencyKeyInvalid, IdempotencyKeyReused
 
 SEED_REQUEST_EXAMPLES = {
     "BasicCall": {"from_phone_number": "+15551234567", "to_phone_number": "+15559876543"},
@@ -180,8 +183,8 @@ def test_the_error_examples_are_the_seeds_and_the_apis_own_sentences(
     responses = schema["paths"]["/calls/initiate"]["post"]["responses"]
 
     assert "from_phone_number is required" in example_details(responses["400"])
-    assert example_details(responses["402"]) == [InsufficientBalance.default_detail]
-    assert InsufficientBalance.default_detail == (
+    assert example_details(responses["402"]) == [InsufficientBalance.default_message]
+    assert InsufficientBalance.default_message == (
         "Insufficient balance. Please add funds to continue making calls."
     )
     assert example_details(responses["403"])[0] == number_not_in_organization("+15551234567")
@@ -191,17 +194,17 @@ def test_the_error_examples_are_the_seeds_and_the_apis_own_sentences(
     assert example_details(responses["404"])[0] == (
         "No assistant found for phone number +15551234567"
     )
-    assert example_details(responses["502"]) == [ProviderFailed.default_detail]
-    assert example_details(responses["503"]) == [ProviderUnavailable.default_detail]
-    assert example_details(responses["504"]) == [ProviderTimedOut.default_detail]
-    assert example_details(responses["409"]) == [IdempotencyKeyInFlight.default_detail]
-    assert example_details(responses["422"]) == [IdempotencyKeyReused.default_detail]
+    assert example_details(responses["502"]) == [ProviderFailed.default_message]
+    assert example_details(responses["503"]) == [ProviderUnavailable.default_message]
+    assert example_details(responses["504"]) == [ProviderTimedOut.default_message]
+    assert example_details(responses["409"]) == [IdempotencyKeyInFlight.default_message]
+    assert example_details(responses["422"]) == [IdempotencyKeyReused.default_message]
     assert example_details(responses["429"]) == [
         "Too many simultaneous calls: your organization's limit is 10. "
         "Try again when a call has ended.",
         "Request was throttled. Expected available in 60 seconds.",
     ]
-    assert example_details(responses["429"])[0] == str(TooManyConcurrentCalls(10).detail)
+    assert example_details(responses["429"])[0] == TooManyConcurrentCalls(10).message
 
 
 def test_initiate_takes_an_optional_idempotency_key(schema: dict[str, Any]) -> None:
@@ -220,9 +223,9 @@ def test_initiate_takes_an_optional_idempotency_key(schema: dict[str, Any]) -> N
     for words in ("1 to 255 printable ASCII", "Idempotent-Replayed: true", "422", "409"):
         assert words in parameter["description"]
     assert example_details(operation["responses"]["400"])[-1] == (
-        IdempotencyKeyInvalid.default_detail
+        IdempotencyKeyInvalid.default_message
     )
-    assert IdempotencyKeyInvalid.default_detail == (
+    assert IdempotencyKeyInvalid.default_message == (
         "Idempotency-Key must be 1 to 255 printable ASCII characters."
     )
 

@@ -6,7 +6,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.exceptions import APIException
 
-from burki.exceptions import first_error_message
+from burki.errors import DomainError
+from burki.exceptions import first_error_message, status_of_error
 from calls.apis import InitiateCallApi
 from calls.errors import number_not_in_organization
 from calls.selectors import caller_assistant, caller_phone_number
@@ -89,6 +90,8 @@ class Command(BaseCommand):
             )
         except APIException as exc:
             raise CommandError(f"{exc.status_code}: {first_error_message(exc.detail)}") from None
+        except DomainError as exc:
+            raise CommandError(f"{status_of_error(exc)}: {exc.message}") from None
         self.stdout.write(
             json.dumps(
                 {
