@@ -72,19 +72,3 @@ class IdempotencyKeyInFlight(DomainError):
 class IdempotencyKeyReused(DomainError):
     code = "idempotency_key_reused"
     default_message = f"This {IDEMPOTENCY_HEADER} was already used with a different request body."
-
-
-# Until the permission classes judge the looked-up rows themselves (next change).
-from rest_framework import exceptions  # noqa: E402
-
-
-def number_not_in_organization(number: str) -> str:
-    return f"Unauthorized: phone number {number} does not belong to your organization"
-
-
-def assistant_not_in_organization(assistant_id: int) -> str:
-    return f"Unauthorized: assistant {assistant_id} does not belong to your organization"
-
-
-class NotInOrganization(exceptions.PermissionDenied):
-    default_code = "not_in_organization"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,7 +29,11 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from burki.authentication import request_api_key
 from calls.errors import (
     IDEMPOTENCY_HEADER,
     MAX_IDEMPOTENCY_KEY_LENGTH,
@@ -53,6 +57,46 @@ NOT_STORED = frozenset(
         status.HTTP_503_SERVICE_UNAVAILABLE,
     }
 )
+
+
+def idempotent(
+    view: APIView,
+    request: Request,
+    data: Mapping[str, Any],
+    respond: Callable[[int | None], Response],
+) -> Response:
+    """`respond(idempotency_key_id)` once per `Idempotency-Key`: a retry with the same key and
+    `data` (the validated body) gets the first answer again, `Idempotent-Replayed: true`.
+
+    Without the header it simply responds (`idempotency_key_id` None). With it, the key is
+    claimed first, and the answer `respond` reaches, error or not, is kept as the client saw it
+    (shaped by `view.handle_exception`), so the retry of a request that failed after it had
+    dialled cannot dial again.
+    """
+    raw_key = request.headers.get(HEADER)
+    if raw_key is None:
+        return respond(None)
+    claimed = idempotency_key_claim(
+        organization_id=request_api_key(request).organization_id,
+        key=idempotency_key_parse(raw_key),
+        fingerprint=request_fingerprint(data),
+    )
+    if isinstance(claimed, Replay):
+        return Response(
+            claimed.body, status=claimed.status, headers={"Idempotent-Replayed": "true"}
+        )
+    try:
+        response = respond(claimed.pk)
+    except Exception as exc:
+        try:
+            response = view.handle_exception(exc)
+        except Exception:
+            # Not an API error: the client gets Django's 500, and so will its retry.
+            body = {"detail": "Internal server error."}
+            idempotency_key_finish(record=claimed, status=500, body=body)
+            raise
+    idempotency_key_finish(record=claimed, status=response.status_code, body=response.data)
+    return response
 
 
 @dataclass(frozen=True)

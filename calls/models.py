@@ -95,7 +95,9 @@ class CallEvent(models.Model):
     # Indexed by call_event_call_created, which leads with it.
     call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="events", db_index=False)
     status = models.CharField(max_length=20, choices=CallState.choices)
-    source = models.CharField(max_length=20)  # the provider, or "api" for our own steps
+    # Who reported it: the provider's name (its webhook, the sandbox's script, the SIP agent),
+    # or "reconcile" when reconcile_calls adopted the provider's call.
+    source = models.CharField(max_length=20)
     detail = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

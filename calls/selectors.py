@@ -1,35 +1,37 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from uuid import UUID
 
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from assistants.models import Assistant
-from calls.errors import (
-    NotInOrganization,
-    assistant_not_in_organization,
-    number_not_in_organization,
-)
+from assistants.selectors import assistant_get
 from calls.models import LIVE_STATES, Call
 from telephony.models import PhoneNumber
-from telephony.selectors import phone_number_for_organization
+from telephony.selectors import phone_number_get
 
 
-def caller_phone_number(*, organization_id: int, number: str) -> PhoneNumber:
-    """The caller's own number, or the contract's 403: a number of another organization and a
-    number of no one get the same answer, so the API is no oracle for who owns what."""
-    phone_number = phone_number_for_organization(organization_id=organization_id, number=number)
-    if phone_number is None:
-        raise NotInOrganization(number_not_in_organization(number))
-    return phone_number
+@dataclass(frozen=True)
+class Caller:
+    """Our side of a call as a request names it: the number to call from and, if asked for, the
+    assistant to speak, each with its row whoever owns it (None: no such row). The permission
+    classes in calls.permissions judge whether the requester may use them."""
+
+    number: str
+    phone_number: PhoneNumber | None
+    assistant_id: int | None = None
+    assistant: Assistant | None = None
 
 
-def caller_assistant(*, organization_id: int, assistant_id: int) -> Assistant:
-    try:
-        return Assistant.objects.get(pk=assistant_id, organization_id=organization_id)
-    except Assistant.DoesNotExist:
-        raise NotInOrganization(assistant_not_in_organization(assistant_id)) from None
+def caller_named(*, number: str, assistant_id: int | None = None) -> Caller:
+    return Caller(
+        number=number,
+        phone_number=phone_number_get(number=number),
+        assistant_id=assistant_id,
+        assistant=None if assistant_id is None else assistant_get(assistant_id=assistant_id),
+    )
 
 
 def calls_for_organization(*, organization_id: int, status: str | None = None) -> QuerySet[Call]:

@@ -100,7 +100,7 @@ def call_initiate(
     """Hold the money, record the call, then ask the provider to dial.
 
     `phone_number` and `assistant_override` must already be known to be the organization's
-    (calls.selectors.caller_phone_number / caller_assistant). `idempotency_key_id`, when given,
+    (calls.permissions judges them). `idempotency_key_id`, when given,
     is linked to the call in the same transaction that records it.
     """
     variables = dict(variables or {})

@@ -3,14 +3,15 @@ from __future__ import annotations
 from telephony.models import PhoneNumber, SipTrunk
 
 
-def phone_number_for_organization(*, organization_id: int, number: str) -> PhoneNumber | None:
-    """The organization's number with everything placing a call from it needs, in one query."""
+def phone_number_get(*, number: str) -> PhoneNumber | None:
+    """A number, whoever owns it, with everything placing a call from it needs, in one query.
+    Whether the caller may use it is the caller's to judge (calls.permissions)."""
     # get(), not first(): a unique lookup needs no ORDER BY, and compiling one costs more CPU
     # than the query takes to run.
     try:
         return PhoneNumber.objects.select_related(
             "assistant", "conversation_flow__base_assistant", "provider_account"
-        ).get(organization_id=organization_id, number=number)
+        ).get(number=number)
     except PhoneNumber.DoesNotExist:
         return None
 

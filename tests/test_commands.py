@@ -81,11 +81,14 @@ class TestPlaceTestCall:
     @pytest.mark.parametrize(
         ("args", "message"),
         [
-            (["--from", "555", "--to", "+15559876543"], "400: from_phone_number must be a phone"),
-            (["--from", "+15550000000", "--to", "+15559876543"], "403: Unauthorized: phone number"),
+            (["--from", "555", "--to", "+15559876543"], "from_phone_number must be a phone"),
+            (
+                ["--from", "+15550000000", "--to", "+15559876543"],
+                "Unauthorized: phone number +15550000000 does not belong",
+            ),
             (
                 ["--from", "+15551234567", "--to", "+15559876543", "--welcome", "{{x}}"],
-                "400: Variable 'x'",
+                "Variable 'x'",
             ),
             (["--from", "+15551234567", "--to", "+15559876543", "--var", "novalue"], "--var takes"),
         ],
@@ -96,7 +99,7 @@ class TestPlaceTestCall:
         with pytest.raises(CommandError) as raised:
             run("place_test_call", *args)
 
-        assert message in str(raised.value)
+        assert str(raised.value).startswith(message)  # the sentence alone, no status code
         assert Call.objects.count() == 0
 
     def test_an_assistant_of_another_organization_is_refused(self, tenant, outsider) -> None:
@@ -115,7 +118,7 @@ class TestPlaceTestCall:
             )
 
         assert str(raised.value) == (
-            f"403: Unauthorized: assistant {foreign.pk} does not belong to your organization"
+            f"Unauthorized: assistant {foreign.pk} does not belong to your organization"
         )
 
     def test_a_broke_organization_gets_the_402_sentence(self, db) -> None:
@@ -128,7 +131,7 @@ class TestPlaceTestCall:
             run("place_test_call", "--from", "+15551234567", "--to", "+15559876543")
 
         assert str(raised.value) == (
-            "402: Insufficient balance. Please add funds to continue making calls."
+            "Insufficient balance. Please add funds to continue making calls."
         )
 
 

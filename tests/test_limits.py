@@ -14,6 +14,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from billing.models import Balance, LedgerEntry
+from burki.models import ApiKey
 from burki.services import api_key_create
 from calls.models import Call
 from calls.services import call_apply_event
@@ -144,6 +145,35 @@ class TestThrottling:
         assert statuses == [200, 200, 429]
         assert listing.status_code == 200
         assert Call.objects.count() == 2
+        assert_money_consistent(tenant.organization)
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            '{"from_phone_number": ',  # not JSON
+            '{"from_phone_number": 5, "to_phone_number": "+1"}',  # wrong types
+            '{"from_phone_number": "+15557654321", "to_phone_number": "+15559876543"}',  # a 403
+            '{"from_phone_number": "+15551234567", "to_phone_number": "+15559876543"}',  # a call
+        ],
+    )
+    def test_a_key_over_its_rate_is_refused_before_its_body_is_read(
+        self, tenant: Tenant, number, django_assert_num_queries, body: str
+    ) -> None:
+        """Throttles come right after authentication: a throttled key gets its 429 whatever
+        it sends, and costs the key lookup alone (no body parsed, no number or assistant
+        looked up)."""
+        ApiKey.objects.filter(organization=tenant.organization).update(last_used_at=timezone.now())
+        with throttle_rates(initiate="1/min"):
+            assert initiate(tenant).status_code == 200
+            with django_assert_num_queries(1):  # SELECT the API key JOIN its organization
+                throttled = tenant.client.post(URL, body, content_type="application/json")
+
+        assert throttled.status_code == 429
+        assert throttled.json() == {
+            "detail": "Request was throttled. Expected available in 60 seconds."
+        }
+        assert throttled["Retry-After"] == "60"
+        assert Call.objects.count() == 1
         assert_money_consistent(tenant.organization)
 
 

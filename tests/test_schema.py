@@ -20,8 +20,9 @@ from calls.errors import (
     ProviderTimedOut,
     ProviderUnavailable,
     TooManyConcurrentCalls,
-    number_not_in_organization,
 )
+from calls.permissions import FromNumberBelongsToOrganization
+from calls.selectors import Caller
 
 SEED_REQUEST_EXAMPLES = {
     "BasicCall": {"from_phone_number": "+15551234567", "to_phone_number": "+15559876543"},
@@ -187,7 +188,10 @@ def test_the_error_examples_are_the_seeds_and_the_apis_own_sentences(
     assert InsufficientBalance.default_message == (
         "Insufficient balance. Please add funds to continue making calls."
     )
-    assert example_details(responses["403"])[0] == number_not_in_organization("+15551234567")
+    no_ones_number = Caller(number="+15551234567", phone_number=None)
+    assert example_details(responses["403"])[0] == FromNumberBelongsToOrganization.refusal(
+        no_ones_number, organization_id=None
+    )
     assert example_details(responses["403"])[0] == (
         "Unauthorized: phone number +15551234567 does not belong to your organization"
     )

@@ -4,15 +4,13 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from rest_framework.exceptions import APIException
 
 from burki.errors import DomainError
-from burki.exceptions import first_error_message, status_of_error
+from burki.exceptions import first_error_message
 from calls.apis import InitiateCallApi
-from calls.errors import number_not_in_organization
-from calls.selectors import caller_assistant, caller_phone_number
+from calls.permissions import caller_refusal
+from calls.selectors import caller_named
 from calls.services import call_initiate, call_initiated_body
-from telephony.models import PhoneNumber
 
 
 def _variable(text: str) -> tuple[str, str]:
@@ -58,40 +56,30 @@ class Command(BaseCommand):
             payload["variables"] = variables
         serializer = InitiateCallApi.InputSerializer(data=payload)
         if not serializer.is_valid():
-            raise CommandError(f"400: {first_error_message(serializer.errors)}")
+            raise CommandError(first_error_message(serializer.errors))
         data = serializer.validated_data
 
-        # A command has no API key: it acts for the organization that owns the number.
-        owner = (
-            PhoneNumber.objects.filter(number=data["from_phone_number"])
-            .values_list("organization", flat=True)
-            .first()
+        caller = caller_named(
+            number=data["from_phone_number"], assistant_id=data.get("assistant_id")
         )
-        if owner is None:
-            number = data["from_phone_number"]
-            raise CommandError(f"403: {number_not_in_organization(number)}")
+        # A command has no API key: it acts for the organization that owns the number.
+        owner_id = caller.phone_number.organization_id if caller.phone_number else None
+        refusal = caller_refusal(caller, organization_id=owner_id)
+        if refusal is not None:
+            raise CommandError(refusal)
+        assert caller.phone_number is not None  # a number of no one was refused above
         try:
-            phone_number = caller_phone_number(
-                organization_id=owner, number=data["from_phone_number"]
-            )
-            assistant = (
-                caller_assistant(organization_id=owner, assistant_id=data["assistant_id"])
-                if data.get("assistant_id") is not None
-                else None
-            )
             call = call_initiate(
-                organization=phone_number.organization,
-                phone_number=phone_number,
+                organization=caller.phone_number.organization,
+                phone_number=caller.phone_number,
                 to_number=data["to_phone_number"],
-                assistant_override=assistant,
+                assistant_override=caller.assistant,
                 welcome_message=data.get("welcome_message"),
                 agenda=data.get("agenda"),
                 variables=data.get("variables"),
             )
-        except APIException as exc:
-            raise CommandError(f"{exc.status_code}: {first_error_message(exc.detail)}") from None
         except DomainError as exc:
-            raise CommandError(f"{status_of_error(exc)}: {exc.message}") from None
+            raise CommandError(exc.message) from None
         self.stdout.write(
             json.dumps(
                 {

@@ -1,0 +1,270 @@
+"""The OpenAPI declarations of the calls API (drf-spectacular), kept out of the views so each
+view reads as what it does. Each function returns the `extend_schema` decorator of one
+operation, given the serializers the view declares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+)
+from rest_framework import serializers
+
+from burki.schema import (
+    AUTHENTICATION_ERRORS,
+    RETRY_AFTER,
+    WWW_AUTHENTICATE,
+    error_response,
+    method_not_allowed,
+    rate_limited,
+)
+from calls.errors import (
+    IDEMPOTENCY_HEADER,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyReused,
+    TooManyConcurrentCalls,
+)
+from telephony.states import CallState
+
+Serializer = type[serializers.Serializer[Any]]
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+        "pattern": "^[ -~]+$",
+    },
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        f"Optional: 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters of your "
+        "choosing (a UUID will do), one per call you mean to place, kept for 24 hours per "
+        "organization. A retry with the same key and the same body gets the first request's "
+        "status and body again, with `Idempotent-Replayed: true`, and dials nothing; the same "
+        "key with a different body is a 422; while the first request is still running, a 409. "
+        "A 409, 429 or 503 is not kept: retrying after one runs the request afresh."
+    ),
+    examples=[OpenApiExample("Key", value="5d7c1b0e-2f4a-4c39-9e61-0b8f3a2d6c41")],
+)
+IDEMPOTENT_REPLAYED = OpenApiParameter(
+    "Idempotent-Replayed",
+    {"type": "string", "enum": ["true"]},
+    location=OpenApiParameter.HEADER,
+    # Every answer a request can reach once it runs is kept for replay (calls/idempotency.py).
+    response=[200, 400, 402, 404, 502, 504],
+    description=(
+        "`true` when this is the kept answer to an earlier request with the same "
+        "`Idempotency-Key`; absent otherwise."
+    ),
+)
+
+
+def initiate_call(*, request: Serializer, response: Serializer) -> Any:
+    return extend_schema(
+        operation_id="calls_initiate",
+        summary="Initiate an outbound call",
+        description=(
+            "Place an outbound call from one of your AI assistants to an external phone number, "
+            "through the telephony provider configured for `from_phone_number` (Twilio, Telnyx, "
+            "Vonage or a BYO SIP trunk).\n\n"
+            "The assistant is resolved in this order: `assistant_id` if given (it must belong to "
+            "your organization); else the ConversationFlow `from_phone_number` is assigned to "
+            "(its base assistant and live flow); else the assistant assigned to the number. If "
+            "none resolves, the request fails with a 404.\n\n"
+            "The money the call may cost is held from your balance before the provider is asked "
+            "to dial and settled when the call ends.\n\n"
+            "Send an `Idempotency-Key` to retry safely: a retry with the same key never dials "
+            "twice."
+        ),
+        tags=["calls"],
+        request=request,
+        examples=[
+            OpenApiExample(
+                "BasicCall",
+                summary="Basic call (using the phone number's default assistant)",
+                value={"from_phone_number": "+15551234567", "to_phone_number": "+15559876543"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "CallWithVariables",
+                summary="Call with custom message and variables",
+                value={
+                    "from_phone_number": "+15551234567",
+                    "to_phone_number": "+15559876543",
+                    "welcome_message": (
+                        "Hello {{name}}, this is a reminder about your appointment tomorrow "
+                        "at {{time}}."
+                    ),
+                    "agenda": "Remind {{name}} about their upcoming {{appointment_type}} "
+                    "appointment.",
+                    "variables": {
+                        "name": "John Doe",
+                        "time": "10 AM",
+                        "appointment_type": "dental",
+                    },
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "CallWithAssistantOverride",
+                summary="Call with assistant override",
+                value={
+                    "from_phone_number": "+15551234567",
+                    "to_phone_number": "+15559876543",
+                    "assistant_id": 456,
+                    "welcome_message": "Hi there! I'm calling about your recent inquiry.",
+                },
+                request_only=True,
+            ),
+        ],
+        parameters=[IDEMPOTENCY_KEY, WWW_AUTHENTICATE, RETRY_AFTER, IDEMPOTENT_REPLAYED],
+        responses={
+            200: OpenApiResponse(
+                response=response,
+                description="The provider accepted the call.",
+                examples=[
+                    OpenApiExample(
+                        "Call initiated",
+                        value={
+                            "message": "Call initiated successfully",
+                            "call_sid": "CAxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                            "call_id": "5f0c6a8e-8d51-4b8e-9a57-1f1b7c2d9e3a",
+                        },
+                        response_only=True,
+                    )
+                ],
+            ),
+            400: error_response(
+                "Required parameters are missing or invalid, or a referenced `{{variable}}` "
+                "was not supplied. Nothing is dialled.",
+                ("Missing parameter", "from_phone_number is required"),
+                (
+                    "Not a phone number",
+                    "to_phone_number must be a phone number in E.164 format, e.g. +15551234567",
+                ),
+                (
+                    "Missing variable",
+                    "Variable 'name' is used in welcome_message but was not supplied in variables.",
+                ),
+                ("Malformed JSON", "JSON parse error - Expecting value: line 1 column 1 (char 0)"),
+                ("Malformed Idempotency-Key", IdempotencyKeyInvalid.default_message),
+            ),
+            **AUTHENTICATION_ERRORS,
+            402: error_response(
+                "Your organization's available balance does not pay for one billable minute.",
+                (
+                    "Insufficient balance",
+                    "Insufficient balance. Please add funds to continue making calls.",
+                ),
+            ),
+            403: error_response(
+                "The phone number or assistant doesn't belong to your organization (a number "
+                "of no one gets the same answer).",
+                (
+                    "Phone number",
+                    "Unauthorized: phone number +15551234567 does not belong to your organization",
+                ),
+                ("Assistant", "Unauthorized: assistant 456 does not belong to your organization"),
+            ),
+            404: error_response(
+                "No assistant can be resolved for the call, or the resolved one is inactive.",
+                ("No assistant", "No assistant found for phone number +15551234567"),
+                ("Inactive assistant", "Assistant 456 is not active"),
+            ),
+            405: method_not_allowed("POST"),
+            409: error_response(
+                "The first request with this `Idempotency-Key` is still running. Nothing is "
+                "dialled; retry shortly to get its answer.",
+                ("Key in flight", IdempotencyKeyInFlight.default_message),
+            ),
+            415: error_response(
+                "The body is not `application/json`.",
+                (
+                    "Form body",
+                    'Unsupported media type "application/x-www-form-urlencoded" in request.',
+                ),
+            ),
+            422: error_response(
+                "This `Idempotency-Key` was already used with a different body. Nothing is "
+                "dialled; use a new key for a new call.",
+                ("Key reused", IdempotencyKeyReused.default_message),
+            ),
+            429: rate_limited(
+                ("Too many simultaneous calls", TooManyConcurrentCalls(10).message),
+                also="more calls a minute than it may place, or your organization already has "
+                "as many calls in progress as it may",
+            ),
+            502: error_response(
+                "The telephony provider refused the call. The call is recorded as `failed` and "
+                "the held money is released.",
+                ("Provider refused", "The telephony provider could not place the call."),
+            ),
+            503: error_response(
+                "The telephony provider is unavailable. The call is recorded as `failed` and "
+                "the held money is released.",
+                (
+                    "Provider unavailable",
+                    "The telephony provider is not available right now; try again shortly.",
+                ),
+            ),
+            504: error_response(
+                "The telephony provider did not answer in time. The call is recorded as "
+                "`failed` and the held money is released.",
+                (
+                    "Provider timed out",
+                    "The telephony provider did not answer in time; the call was not placed.",
+                ),
+            ),
+        },
+    )
+
+
+def list_calls(*, filters: Serializer, item: Serializer) -> Any:
+    return extend_schema(
+        operation_id="calls_list",
+        summary="List calls",
+        description=(
+            "Your organization's calls, newest first, a page at a time: follow `next` (a cursor "
+            "link) until it is null."
+        ),
+        tags=["calls"],
+        parameters=[filters, WWW_AUTHENTICATE, RETRY_AFTER],
+        responses={
+            200: item(many=True),
+            400: error_response(
+                "The status filter is not a call status.",
+                ("Bad status", "status must be one of: " + ", ".join(CallState.values)),
+            ),
+            **AUTHENTICATION_ERRORS,
+            404: error_response(
+                "The cursor is not one we handed out.", ("Bad cursor", "Invalid cursor")
+            ),
+            429: rate_limited(),
+        },
+    )
+
+
+def retrieve_call(*, detail: Serializer) -> Any:
+    return extend_schema(
+        operation_id="calls_retrieve",
+        summary="Retrieve a call",
+        description="One of your calls with its timeline of lifecycle events.",
+        tags=["calls"],
+        parameters=[WWW_AUTHENTICATE, RETRY_AFTER],
+        responses={
+            200: detail,
+            **AUTHENTICATION_ERRORS,
+            404: error_response(
+                "No call with this id in your organization.", ("Unknown call", "Not found.")
+            ),
+            429: rate_limited(),
+        },
+    )
