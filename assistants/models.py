@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from burki.text import validate_speakable
+
 
 class Assistant(models.Model):
     organization = models.ForeignKey(
@@ -10,7 +12,9 @@ class Assistant(models.Model):
     )
     name = models.CharField(max_length=200)
     welcome_message = models.TextField(
-        blank=True, help_text="Said when the call is answered, unless the request gives one."
+        blank=True,
+        validators=[validate_speakable],
+        help_text="Said when the call is answered, unless the request gives one.",
     )
     max_call_duration_seconds = models.PositiveIntegerField(
         default=600, help_text="No call with this assistant lasts longer, whatever the balance."

@@ -21,7 +21,7 @@ from calls.permissions import CALLER_PERMISSIONS
 from calls.selectors import Caller, call_for_organization, caller_named, calls_for_organization
 from calls.serializers import (
     E164Field,
-    StrictCharField,
+    SpokenTextField,
     VariablesField,
     e164_messages,
     text_messages,
@@ -74,7 +74,7 @@ class InitiateCallApi(APIView):
                 "max_string_length": "assistant_id is too large",
             },
         )
-        welcome_message = StrictCharField(
+        welcome_message = SpokenTextField(
             help_text=(
                 "A custom welcome message for the assistant to say at the beginning of the "
                 "call. If not provided, the assistant's default greeting will be used. "
@@ -87,7 +87,7 @@ class InitiateCallApi(APIView):
             max_length=MAX_WELCOME_LENGTH,
             error_messages=text_messages("welcome_message", MAX_WELCOME_LENGTH),
         )
-        agenda = StrictCharField(
+        agenda = SpokenTextField(
             help_text=(
                 "A specific topic or goal for the call. This can be used to guide the "
                 "assistant's conversation. Supports variable substitution using {{variable}} "

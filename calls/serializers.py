@@ -9,6 +9,8 @@ import phonenumbers
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from burki.text import unspeakable
+
 MAX_VARIABLES = 50
 MAX_VARIABLE_VALUE_LENGTH = 1000
 
@@ -51,6 +53,21 @@ class StrictCharField(serializers.CharField):
         return str(super().to_internal_value(data))
 
 
+class SpokenTextField(StrictCharField):
+    """Text the assistant says or is guided by: no control characters (burki.text). Checked
+    after DRF's own validators, so NUL and surrogates keep their own sentences."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators.append(self._check_speakable)
+
+    def _check_speakable(self, value: str) -> None:
+        if unspeakable(value):
+            raise serializers.ValidationError(
+                self.error_messages["unspeakable"], code="unspeakable"
+            )
+
+
 class E164Field(StrictCharField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 32)
@@ -88,6 +105,8 @@ def text_messages(name: str, max_length: int) -> dict[str, Any]:
         "max_length": f"{name} must be at most {max_length} characters",
         "null_characters_not_allowed": f"{name} must not contain NUL characters",
         "surrogate_characters_not_allowed": f"{name} must not contain surrogate characters",
+        "unspeakable": f"{name} must not contain control characters (tabs and newlines are "
+        "allowed)",
     }
 
 
@@ -121,6 +140,8 @@ class VariablesField(serializers.Field):
         "bad_value": "variables.{name} must be a string, number or boolean",
         "too_long": f"variables.{{name}} must be at most {MAX_VARIABLE_VALUE_LENGTH} characters",
         "bad_text": "variables.{name} must not contain NUL or surrogate characters",
+        "unspeakable": "variables.{name} must not contain control characters (tabs and "
+        "newlines are allowed)",
     }
 
     def to_internal_value(self, data: Any) -> dict[str, str | int | float | bool]:
@@ -144,6 +165,8 @@ class VariablesField(serializers.Field):
                     self.fail("too_long", name=name)
                 if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
                     self.fail("bad_text", name=name)
+                if unspeakable(value):
+                    self.fail("unspeakable", name=name)
         return dict(data)
 
     def to_representation(self, value: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from billing.models import Balance, LedgerEntry
 from calls.models import Call
@@ -497,3 +498,61 @@ def test_variables_that_cannot_be_stored_or_said_are_a_400(
     assert response.status_code == 400
     assert response.json()["detail"] == detail
     assert_nothing_written(tenant)
+
+
+UNSPEAKABLE = ["\x01", "\x0b", "\x1b", "\x7f", "\x85", "\ufffe"]
+
+
+@pytest.mark.parametrize("char", UNSPEAKABLE, ids=repr)
+@pytest.mark.parametrize(
+    ("field", "extra", "detail"),
+    [
+        ("welcome_message", {}, "welcome_message must not contain control characters"),
+        ("agenda", {}, "agenda must not contain control characters"),
+        ("variables", {}, "variables.name must not contain control characters"),
+    ],
+)
+def test_text_that_cannot_be_spoken_is_a_400_naming_the_field(
+    tenant: Tenant, number, char: str, field: str, extra: dict, detail: str
+) -> None:
+    text = f"Hello{char}there"
+    body = {"from_phone_number": "+15551234567", "to_phone_number": TO}
+    body[field] = {"name": text} if field == "variables" else text
+
+    response = post(tenant, body)
+
+    assert response.status_code == 400
+    assert response.json()["detail"] == f"{detail} (tabs and newlines are allowed)"
+    assert_nothing_written(tenant)
+
+
+def test_tabs_and_newlines_are_spoken_text(tenant: Tenant, number) -> None:
+    response = post(
+        tenant,
+        {
+            "from_phone_number": "+15551234567",
+            "to_phone_number": TO,
+            "welcome_message": "Hello {{name}},\r\n\tthis is a reminder.",
+            "agenda": "1.\tRemind\n2.\tConfirm",
+            "variables": {"name": "Ann\tLee"},
+        },
+    )
+
+    assert response.status_code == 200
+    call = Call.objects.get()
+    assert call.welcome_message == "Hello Ann\tLee,\r\n\tthis is a reminder."
+    assert call.agenda == "1.\tRemind\n2.\tConfirm"
+
+
+def test_an_assistants_greeting_that_cannot_be_spoken_is_refused_by_its_validation(
+    tenant: Tenant,
+) -> None:
+    # The admin runs the model's validation: an operator cannot save what no call could say.
+    assistant = AssistantFactory.build(organization=tenant.organization, welcome_message="Hi\x07")
+
+    with pytest.raises(ValidationError) as raised:
+        assistant.full_clean()
+
+    assert raised.value.message_dict == {
+        "welcome_message": ["Must not contain control characters (tabs and newlines are allowed)."]
+    }

@@ -1,17 +1,23 @@
-"""Property tests (Hypothesis) for the two parsers of untrusted text on the initiate path:
-`{{variable}}` substitution and E.164 phone numbers."""
+"""Property tests (Hypothesis) for the parsers of untrusted text on the initiate path:
+`{{variable}}` substitution, E.164 phone numbers, and the text an assistant is given to say."""
 
 from __future__ import annotations
 
+import json
 import re
+import xml.etree.ElementTree as ET
+from urllib.parse import parse_qs, urlsplit
 
 import phonenumbers
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from calls.serializers import parse_e164
+from burki.text import unspeakable
+from calls.serializers import SpokenTextField, parse_e164
 from calls.templating import TemplateError, format_value, render
+from telephony.providers import get_provider
+from telephony.providers.base import CallContext
 
 # Deterministic: the same inputs on every run and machine, so CI cannot flake on a new find.
 PROPERTIES = settings(
@@ -199,3 +205,46 @@ class TestE164:
         assert number == phonenumbers.format_number(
             phonenumbers.parse(text, None), phonenumbers.PhoneNumberFormat.E164
         )
+
+
+class TestSpokenText:
+    """Whatever text the API accepts to be said goes into every provider's answer document
+    intact, and that document is well-formed (TwiML is XML 1.0, which cannot carry most
+    control characters)."""
+
+    field = SpokenTextField(max_length=4000, allow_blank=True, trim_whitespace=False)
+
+    @PROPERTIES
+    @given(st.text(max_size=40))
+    @example("Hello\x01there")
+    @example("a\x0bb")
+    @example("\x1b[31m")
+    @example("tab\tnew\nline\r")
+    @example("\ufffe")
+    def test_accepted_text_makes_a_well_formed_answer_on_every_provider(self, text: str) -> None:
+        try:
+            value = self.field.run_validation(text)
+        except Exception:
+            assert (
+                unspeakable(text)
+                or "\x00" in text
+                or any("\ud800" <= ch <= "\udfff" for ch in text)
+            )
+            return
+        context = CallContext(
+            call_id="c",
+            assistant_id=1,
+            conversation_flow_id=None,
+            welcome_message=value,
+            agenda=value,
+        )
+        url = "wss://example.test/media-stream"
+
+        twiml = ET.fromstring(get_provider("twilio").answer(context, url).body)  # noqa: S314 (ours)
+        said = {p.get("name"): p.get("value") for p in twiml.iter("Parameter")}
+        assert said["welcome_message"] == value
+        ncco = json.loads(get_provider("vonage").answer(context, url).body)
+        assert ncco[0]["endpoint"][0]["headers"]["agenda"] == value
+        telnyx = json.loads(get_provider("telnyx").answer(context, url).body)
+        query = parse_qs(urlsplit(telnyx["stream_url"]).query, keep_blank_values=True)
+        assert query["welcome_message"] == [value]
