@@ -16,7 +16,7 @@ from burki.pagination import NewestFirstCursorPagination
 from burki.throttling import ApiKeyRateThrottle, InitiateRateThrottle
 from calls import openapi
 from calls.idempotency import idempotent
-from calls.models import Call, CallEvent
+from calls.models import Call, CallEvent, IdempotencyKey
 from calls.permissions import CALLER_PERMISSIONS
 from calls.selectors import Caller, call_for_organization, caller_named, calls_for_organization
 from calls.serializers import (
@@ -133,11 +133,15 @@ class InitiateCallApi(APIView):
         )
         self.check_object_permissions(request, caller)
         return idempotent(
-            self, request, data, lambda key_id: self.initiate(request, data, caller, key_id)
+            self, request, data, lambda claim: self.initiate(request, data, caller, claim)
         )
 
     def initiate(
-        self, request: Request, data: dict[str, Any], caller: Caller, idempotency_key_id: int | None
+        self,
+        request: Request,
+        data: dict[str, Any],
+        caller: Caller,
+        idempotency_claim: IdempotencyKey | None,
     ) -> Response:
         assert caller.phone_number is not None  # FromNumberBelongsToOrganization saw to it
         call = call_initiate(
@@ -148,7 +152,7 @@ class InitiateCallApi(APIView):
             welcome_message=data.get("welcome_message"),
             agenda=data.get("agenda"),
             variables=data.get("variables"),
-            idempotency_key_id=idempotency_key_id,
+            idempotency_claim=idempotency_claim,
         )
         return Response(self.OutputSerializer(call_initiated_body(call)).data)
 

@@ -63,12 +63,12 @@ def idempotent(
     view: APIView,
     request: Request,
     data: Mapping[str, Any],
-    respond: Callable[[int | None], Response],
+    respond: Callable[[IdempotencyKey | None], Response],
 ) -> Response:
-    """`respond(idempotency_key_id)` once per `Idempotency-Key`: a retry with the same key and
-    `data` (the validated body) gets the first answer again, `Idempotent-Replayed: true`.
+    """`respond(claim)` once per `Idempotency-Key`: a retry with the same key and `data` (the
+    validated body) gets the first answer again, with `Idempotent-Replayed: true`.
 
-    Without the header it simply responds (`idempotency_key_id` None). With it, the key is
+    Without the header it simply responds (`claim` None). With it, the key is
     claimed first, and the answer `respond` reaches, error or not, is kept as the client saw it
     (shaped by `view.handle_exception`), so the retry of a request that failed after it had
     dialled cannot dial again.
@@ -86,7 +86,7 @@ def idempotent(
             claimed.body, status=claimed.status, headers={"Idempotent-Replayed": "true"}
         )
     try:
-        response = respond(claimed.pk)
+        response = respond(claimed)
     except Exception as exc:
         try:
             response = view.handle_exception(exc)
@@ -193,13 +193,17 @@ def idempotency_key_claim(
 
 
 def idempotency_key_finish(*, record: IdempotencyKey, status: int, body: Any) -> None:
-    """Keep the answer for replay, or release the key when the answer says "try later"."""
-    if status in NOT_STORED:
-        IdempotencyKey.objects.filter(pk=record.pk, status=IdempotencyKey.Status.IN_FLIGHT).delete()
-        return
-    IdempotencyKey.objects.filter(pk=record.pk, status=IdempotencyKey.Status.IN_FLIGHT).update(
-        status=IdempotencyKey.Status.DONE, response_status=status, response_body=body
+    """Keep the answer for replay, or release the key when the answer says "try later".
+
+    Only while the claim is still `record`'s (fenced on its time): a request whose key a retry
+    took over must not overwrite or release the retry's claim."""
+    claim = IdempotencyKey.objects.filter(
+        pk=record.pk, status=IdempotencyKey.Status.IN_FLIGHT, created_at=record.created_at
     )
+    if status in NOT_STORED:
+        claim.delete()
+        return
+    claim.update(status=IdempotencyKey.Status.DONE, response_status=status, response_body=body)
 
 
 def idempotency_keys_purge(*, now: Any = None) -> int:

@@ -26,6 +26,7 @@ from billing.services import (
 from burki.models import Organization
 from calls.errors import (
     AssistantInactive,
+    IdempotencyKeyInFlight,
     NoAssistantFound,
     ProviderFailed,
     ProviderTimedOut,
@@ -95,13 +96,14 @@ def call_initiate(
     welcome_message: str | None = None,
     agenda: str | None = None,
     variables: Mapping[str, Scalar] | None = None,
-    idempotency_key_id: int | None = None,
+    idempotency_claim: IdempotencyKey | None = None,
 ) -> Call:
     """Hold the money, record the call, then ask the provider to dial.
 
     `phone_number` and `assistant_override` must already be known to be the organization's
-    (calls.permissions judges them). `idempotency_key_id`, when given,
-    is linked to the call in the same transaction that records it.
+    (calls.permissions judges them). `idempotency_claim`, the request's claim on its
+    Idempotency-Key, is linked to the call in the same transaction that records it, and only if
+    it is still this request's: a request whose key was taken over records and dials nothing.
     """
     variables = dict(variables or {})
     resolution = call_resolve_assistant(
@@ -142,6 +144,17 @@ def call_initiate(
             hold_cents=cost_cents(seconds=max_seconds, rate_cents_per_minute=rate),
             live_until=now + timedelta(seconds=max_seconds) + slack,
         )
+        if idempotency_claim is not None:
+            # Fenced on the claim's time: a retry that took the key over (this request looked
+            # dead, past IDEMPOTENCY_STALE_SECONDS) owns it now, and this one must neither
+            # record a call nor dial.
+            linked = IdempotencyKey.objects.filter(
+                pk=idempotency_claim.pk,
+                created_at=idempotency_claim.created_at,
+                call__isnull=True,
+            ).update(call=call)
+            if not linked:
+                raise IdempotencyKeyInFlight()
         limit = organization.effective_max_concurrent_calls
 
         def check_room() -> None:
@@ -171,8 +184,6 @@ def call_initiate(
                 hold_cents=call.hold_cents,
                 live_until=call.live_until,
             )
-        if idempotency_key_id is not None:
-            IdempotencyKey.objects.filter(pk=idempotency_key_id).update(call=call)
 
     # The provider is asked only after the commit: never inside a transaction or a row lock.
     outbound = OutboundCall(

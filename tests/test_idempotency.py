@@ -260,6 +260,41 @@ class TestARequestThatDied:
         assert Call.objects.count() == 1
         assert_money_consistent(tenant.organization)
 
+    def test_a_request_that_was_only_slow_neither_records_nor_dials_once_taken_over(
+        self, tenant: Tenant, number
+    ) -> None:
+        """Stuck long enough to look dead (here: before it records its call), the first
+        request's key is taken over by a retry, which dials. When the first one goes on, its
+        claim is no longer its own: it records nothing, holds nothing and dials nothing."""
+        from calls import services
+
+        resolve = services.call_resolve_assistant
+        inner: dict = {}
+
+        def stuck_until_a_retry_took_over(**kwargs):
+            if "retry" not in inner:  # the first request; the retry goes straight on
+                inner["retry"] = None
+                IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+                inner["retry"] = post(tenant)
+            return resolve(**kwargs)
+
+        slow = mock.patch.object(services, "call_resolve_assistant", stuck_until_a_retry_took_over)
+        with slow, count_dials() as place_call:
+            first = post(tenant)
+
+        assert inner["retry"].status_code == 200
+        assert first.status_code == 409
+        assert first.json() == {
+            "detail": "A request with this Idempotency-Key is still being processed; retry shortly."
+        }
+        assert place_call.call_count == 1
+        call = Call.objects.get()
+        assert inner["retry"].json()["call_id"] == str(call.pk)
+        record = IdempotencyKey.objects.get()
+        assert (record.status, record.response_status, record.call) == ("done", 200, call)
+        assert post(tenant).json() == inner["retry"].json()
+        assert_money_consistent(tenant.organization)
+
 
 def test_an_unexpected_error_is_a_500_that_is_kept(tenant: Tenant, number) -> None:
     bug = mock.patch("calls.apis.call_initiate", side_effect=RuntimeError("boom"))
