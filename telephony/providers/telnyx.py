@@ -31,6 +31,7 @@ from telephony.providers.base import (
     WebhookRejected,
     WebhookRequest,
 )
+from telephony.providers.parsing import error_detail
 from telephony.states import CallState
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ class TelnyxProvider(Provider):
             )
         except telnyx.APIStatusError as exc:
             raise ProviderError(
-                f"Telnyx refused the call: {_error_detail(exc)} (HTTP {exc.status_code})"
+                f"Telnyx refused the call: {error_detail(exc.body)} (HTTP {exc.status_code})"
             ) from exc
         except telnyx.APITimeoutError as exc:
             raise ProviderError("Telnyx did not answer in time.", timeout=True) from exc
@@ -225,15 +226,3 @@ class TelnyxProvider(Provider):
             "client_state": client_state(context.call_id),
         }
         return WebhookAnswer(body=json.dumps(body), content_type="application/json")
-
-
-def _error_detail(exc: telnyx.APIStatusError) -> str:
-    """Telnyx's first error title/detail, e.g. "Invalid value for connection_id"."""
-    body = exc.body if isinstance(exc.body, dict) else {}
-    errors = body.get("errors") or []
-    if errors and isinstance(errors[0], dict):
-        first = errors[0]
-        detail = first.get("detail") or first.get("title")
-        if detail:
-            return str(detail).rstrip(".") + "."
-    return "the request was not accepted."

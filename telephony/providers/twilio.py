@@ -32,6 +32,7 @@ from telephony.providers.base import (
     WebhookRejected,
     WebhookRequest,
 )
+from telephony.providers.parsing import whole_seconds
 from telephony.states import CallState
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,6 @@ STATES = {
     "failed": CallState.FAILED,
     "canceled": CallState.CANCELED,
 }
-
-
-def _seconds(value: str | None) -> int | None:
-    """Twilio's durations are whole seconds as text; anything else is no duration."""
-    # isdigit() alone lets "²" through, which int() then refuses.
-    return int(value) if value and value.isascii() and value.isdigit() else None
 
 
 @cache
@@ -131,7 +126,7 @@ class TwilioProvider(Provider):
             StatusEvent(
                 state=STATES.get(str(c.status), CallState.INITIATED),
                 provider_call_id=str(c.sid),
-                duration_seconds=_seconds(c.duration),
+                duration_seconds=whole_seconds(c.duration),
                 raw={"CallStatus": str(c.status), "found_by": "reconcile"},
             )
             for c in candidates
@@ -156,7 +151,7 @@ class TwilioProvider(Provider):
         return StatusEvent(
             state=state,
             provider_call_id=form.get("CallSid", ""),
-            duration_seconds=_seconds(duration),
+            duration_seconds=whole_seconds(duration),
             reason=str(reason),
             raw={
                 key: form.get(key)
