@@ -115,11 +115,16 @@ class WebhookAnswer:
 
 
 class Provider:
-    name: ClassVar[str]
-    label: ClassVar[str]
+    """One provider's adapter. Instances come from `telephony.providers.get_provider`, which
+    hands each its registry row's name (`PhoneNumber.provider`) and label."""
+
     account_fields: ClassVar[tuple[AccountField, ...]] = ()
     # True when the provider needs no account (sandbox) or keeps its own (sip trunks).
     account_optional: ClassVar[bool] = False
+
+    def __init__(self, *, name: str, label: str) -> None:
+        self.name = name
+        self.label = label
 
     def place_call(self, call: OutboundCall, account: Account) -> str:
         """Ask the provider to dial; returns its call id. Raises ProviderError."""

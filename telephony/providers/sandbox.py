@@ -36,8 +36,6 @@ OUTCOME_AT = 6
 
 
 class SandboxProvider(Provider):
-    name = "sandbox"
-    label = "Sandbox"
     account_optional = True
 
     def place_call(self, call: OutboundCall, account: Account) -> str:

@@ -33,8 +33,6 @@ CALLS_PER_AGENT = 4  # the PyPI pjsua2 wheel's compile-time PJSUA_MAX_CALLS
 
 
 class SipProvider(Provider):
-    name = "sip"
-    label = "BYO SIP trunk"
     # The credentials live on the organization's SipTrunks, which the agent reads.
     account_optional = True
 

@@ -111,8 +111,6 @@ def _timestamp(value: Any) -> datetime | None:
 
 
 class TelnyxProvider(Provider):
-    name = "telnyx"
-    label = "Telnyx"
     account_fields = (
         AccountField("api_key", "API key", secret=True, help_text="Starts with KEY."),
         AccountField(

@@ -61,8 +61,6 @@ def _http_client() -> TwilioHttpClient:
 
 
 class TwilioProvider(Provider):
-    name = "twilio"
-    label = "Twilio"
     account_fields = (
         AccountField("account_sid", "Account SID", help_text="Starts with AC."),
         AccountField("auth_token", "Auth token", secret=True),

@@ -77,8 +77,6 @@ def vonage_number(e164: str) -> str:
 
 
 class VonageProvider(Provider):
-    name = "vonage"
-    label = "Vonage"
     account_fields = (
         AccountField("application_id", "Application id", help_text="A Voice-enabled application."),
         AccountField(
