@@ -65,6 +65,7 @@ class TwilioProvider(Provider):
         AccountField("account_sid", "Account SID", help_text="Starts with AC."),
         AccountField("auth_token", "Auth token", secret=True),
     )
+    can_find_calls = True
 
     def client(self, account: Account) -> Client:
         client = Client(
