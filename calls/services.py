@@ -327,11 +327,10 @@ def call_apply_event(*, call: Call, event: StatusEvent, source: str) -> bool:
 def call_advance_simulated(*, call: Call) -> Call:
     """Play a sandbox call's script up to now (see telephony.providers.sandbox)."""
     provider = get_provider(call.provider)
-    scripted_events = getattr(provider, "scripted_events", None)
-    if scripted_events is None or call.is_final or not call.call_sid or not call.initiated_at:
+    if not provider.simulates_calls or call.is_final or not call.call_sid or not call.initiated_at:
         return call
     elapsed = (timezone.now() - call.initiated_at).total_seconds()
-    events = scripted_events(
+    events = provider.scripted_events(
         call_sid=call.call_sid,
         to_number=call.to_number,
         time_limit_seconds=call.time_limit_seconds,
@@ -407,8 +406,9 @@ def call_reconcile_stale(*, grace_seconds: int | None = None) -> ReconcileReport
         try:
             _call_reconcile_one(call=call, now=now, grace=grace, report=report)
         except Exception:
-            # One call that cannot be reconciled (an undecryptable secret, a malformed answer)
-            # must not keep every later call from being reconciled: the runs go oldest first.
+            # One call that cannot be reconciled (an undecryptable secret, a malformed answer, a
+            # bug in a provider's lookup) must not keep every later call from being reconciled:
+            # the runs go oldest first.
             logger.exception("reconcile: call %s left for the next run", call.pk)
             report.left += 1
     return report
@@ -424,15 +424,15 @@ def _call_reconcile_one(*, call: Call, now: datetime, grace: int, report: Reconc
         to_number=call.to_number,
         not_before=call.created_at,
     )
-    try:
-        candidates = provider.find_calls(query, account)
-    except NotImplementedError:
+    if not provider.can_find_calls:
         report.failed += call_fail(
             call=call,
             error=f"The request stopped before {provider.label} answered, and "
             f"{provider.label} cannot be asked whether it placed the call (not verified).",
         )
         return
+    try:
+        candidates = provider.find_calls(query, account)
     except ProviderError as exc:
         over = call.created_at + timedelta(
             seconds=call.time_limit_seconds + settings.CALL_RING_TIMEOUT_SECONDS + grace

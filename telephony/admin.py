@@ -7,13 +7,13 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from telephony.models import PhoneNumber, ProviderAccount, SipTrunk
-from telephony.providers import REGISTRY, get_provider
+from telephony.providers import PROVIDERS, get_provider
 
 
 def _account_form_fields() -> dict[str, forms.Field]:
     """One form field per provider credential, named `<provider>__<field>`."""
     fields: dict[str, forms.Field] = {}
-    for provider_name in REGISTRY:
+    for provider_name in PROVIDERS:
         provider = get_provider(provider_name)
         for spec in provider.account_fields:
             if spec.secret:
@@ -114,7 +114,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: ProviderAccount | None = None) -> Any:
         fieldsets: list[Any] = [(None, {"fields": ["organization", "provider", "name"]})]
-        for provider_name in REGISTRY:
+        for provider_name in PROVIDERS:
             provider = get_provider(provider_name)
             if provider.account_fields:
                 names = [f"{provider_name}__{spec.name}" for spec in provider.account_fields]

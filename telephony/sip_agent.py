@@ -305,8 +305,9 @@ class SipAgent:
         self._hang_up(dial, reason)
         return True
 
-    def sync_registrations(self, trunks: tuple[TrunkTarget, ...]) -> dict[str, str]:
-        """Register exactly these trunks (new or changed ones afresh); returns their states."""
+    def sync_registrations(self, trunks: tuple[TrunkTarget, ...]) -> None:
+        """Register exactly these trunks (new or changed ones afresh). Each REGISTER's answer
+        arrives later, on this thread's event loop, and is logged there (onRegState)."""
         wanted = {trunk.id: trunk for trunk in trunks[:MAX_REGISTRATIONS]}
         if len(trunks) > MAX_REGISTRATIONS:
             logger.warning(
@@ -319,6 +320,8 @@ class SipAgent:
                 del self._registrations[trunk_id]
                 registration.shutdown()  # sends the un-REGISTER
                 self._accounts -= 1
+                # The account is deleted with it, so no onRegState will report this one.
+                logger.info("trunk %s: un-REGISTER sent", registration.trunk.name)
         for trunk_id, trunk in wanted.items():
             if trunk_id in self._registrations or self._accounts >= MAX_ACCOUNTS:
                 continue
@@ -332,7 +335,6 @@ class SipAgent:
             registration.create(acfg)
             self._accounts += 1
             self._registrations[trunk_id] = registration
-        return {r.trunk.name: r.state for r in self._registrations.values()}
 
     # ---- internals (owner thread) -----------------------------------------------------------
 

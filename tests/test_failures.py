@@ -224,7 +224,7 @@ class TestACrashAfterTheCommit:
             initiate(tenant)
         age_calls()
 
-        with mock.patch.object(SandboxProvider, "find_calls", side_effect=NotImplementedError):
+        with mock.patch.object(SandboxProvider, "can_find_calls", False):
             out = reconcile(capsys)
 
         assert out == "Reconciled queued calls: 1 failed, 0 adopted, 0 left for the next run.\n"
@@ -289,7 +289,7 @@ class TestReconcileGoesOn:
         def broken_for_the_first(query, account):
             if query.call_id == str(first.pk):
                 raise ValueError("a malformed answer")
-            raise NotImplementedError
+            return []
 
         with mock.patch.object(SandboxProvider, "find_calls", side_effect=broken_for_the_first):
             out = reconcile(capsys)
@@ -299,4 +299,32 @@ class TestReconcileGoesOn:
         second.refresh_from_db()
         assert (first.status, second.status) == ("queued", "failed")
         assert Balance.objects.get(organization=tenant.organization).held_cents == first.hold_cents
+        assert_money_consistent(tenant.organization)
+
+    def test_a_lookup_that_is_not_written_is_a_bug_not_an_unverified_call(
+        self, tenant: Tenant, capsys, caplog
+    ) -> None:
+        PhoneNumberFactory(organization=tenant.organization, number="+15551234567")
+        with (
+            mock.patch.object(SandboxProvider, "place_call", side_effect=SystemExit(1)),
+            pytest.raises(SystemExit),
+        ):
+            initiate(tenant)
+        age_calls()
+
+        # The sandbox says it can be asked, so a NotImplementedError is its bug: the call keeps
+        # its hold and waits for a fixed lookup instead of being failed as not verified.
+        with mock.patch.object(SandboxProvider, "find_calls", side_effect=NotImplementedError):
+            out = reconcile(capsys)
+
+        assert out == "Reconciled queued calls: 0 failed, 0 adopted, 1 left for the next run.\n"
+        call = Call.objects.get()
+        assert (call.status, call.error, call.cost_cents) == ("queued", "", None)
+        assert list(LedgerEntry.objects.filter(call=call).values_list("kind", flat=True)) == [
+            "hold"
+        ]
+        assert Balance.objects.get(organization=tenant.organization).held_cents == call.hold_cents
+        (logged,) = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert logged.getMessage() == f"reconcile: call {call.pk} left for the next run"
+        assert logged.exc_info is not None and logged.exc_info[0] is NotImplementedError
         assert_money_consistent(tenant.organization)

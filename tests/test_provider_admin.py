@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 
 from telephony.models import PhoneNumber, ProviderAccount
+from telephony.providers import PROVIDERS, get_provider, provider_choices
 from tests.factories import (
     AssistantFactory,
     OrganizationFactory,
@@ -128,3 +129,25 @@ def test_a_number_is_attached_to_the_account_of_its_provider(admin_client, provi
         account,
         assistant,
     )
+
+
+def test_the_admin_offers_every_provider_by_its_registry_label() -> None:
+    # The migrations name provider_choices, so its answer is part of the schema.
+    assert provider_choices() == [
+        ("sandbox", "Sandbox (test mode, no account, nothing is dialled)"),
+        ("twilio", "Twilio"),
+        ("telnyx", "Telnyx"),
+        ("vonage", "Vonage"),
+        ("sip", "BYO SIP trunk"),
+    ]
+
+
+def test_a_provider_takes_its_name_and_label_from_its_registry_row() -> None:
+    # The label is how error sentences name it ("Unexpected error from Sandbox.").
+    assert [(get_provider(name).name, get_provider(name).label) for name in PROVIDERS] == [
+        ("sandbox", "Sandbox"),
+        ("twilio", "Twilio"),
+        ("telnyx", "Telnyx"),
+        ("vonage", "Vonage"),
+        ("sip", "BYO SIP trunk"),
+    ]

@@ -6,9 +6,10 @@ cases are written once against the drivers. A new provider is done when it has a
 DRIVERS and passes every case that applies to it.
 
 A driver says which cases apply through its flags (`dials_over_the_wire`, `sends_webhooks`,
-`signs_a_timestamp`, `plays_out_calls`, `failures`). A provider whose events do not arrive as
-webhooks (a SIP trunk driven by its own agent) overrides `report` and `hand_over` to deliver
-them its own way, sets `sends_webhooks = False`, and runs every other case unchanged.
+`signs_a_timestamp`, `plays_out_calls`, `can_find_calls`, `failures`); those that are also the
+provider's own capability flags must say what the provider says. A provider whose events do not
+arrive as webhooks (a SIP trunk driven by its own agent) overrides `report` and `hand_over` to
+deliver them its own way, sets `sends_webhooks = False`, and runs every other case unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
+from unittest import mock
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import httpx
@@ -40,8 +42,10 @@ from twilio.request_validator import RequestValidator
 from billing.models import Balance, LedgerEntry
 from calls.management.commands.sip_agent import Reporter
 from calls.models import Call, CallEvent
+from calls.services import ReconcileReport, call_reconcile_stale
 from telephony import sip_control
 from telephony.models import PhoneNumber, ProviderAccount, SipTrunk
+from telephony.providers import get_provider
 from telephony.providers.base import StatusEvent
 from tests.conftest import Tenant, assert_money_consistent
 from tests.factories import (
@@ -109,6 +113,8 @@ class Driver:
     # Whether events of other legs of the call (a websocket, a transfer) reach us and must be
     # told apart (a SIP agent reports only the legs it dialled for the call).
     reports_other_legs: ClassVar[bool] = True
+    # Whether it can be asked if it placed a call we never heard back about.
+    can_find_calls: ClassVar[bool] = True
 
     def number(self, tenant: Tenant) -> PhoneNumber:
         return PhoneNumberFactory(
@@ -299,6 +305,7 @@ TELNYX_CALLS = "https://api.telnyx.com/v2/calls"
 class TelnyxDriver(Driver):
     name = "telnyx"
     signs_a_timestamp = True
+    can_find_calls = False
     # Telnyx reports no ringing: call.initiated, then call.answered or call.hangup.
     timeline = ["in-progress", "completed"]
     call_control_id = "v3:call-control-0123456789abcdef"
@@ -452,6 +459,7 @@ VONAGE_CALLS = "https://api.nexmo.com/v1/calls"
 class VonageDriver(Driver):
     name = "vonage"
     signs_a_timestamp = True
+    can_find_calls = False
     call_uuid = "63f61863-4a51-4f6b-86e1-46edebcf9356"
 
     @contextmanager
@@ -718,8 +726,12 @@ DRIVERS: list[Driver] = [
 ]
 
 
-def drivers(*, where: str | None = None) -> list[Any]:
-    chosen = [d for d in DRIVERS if where is None or getattr(d, where)]
+def drivers(*, where: str | None = None, unless: str | None = None) -> list[Any]:
+    chosen = [
+        d
+        for d in DRIVERS
+        if (where is None or getattr(d, where)) and (unless is None or not getattr(d, unless))
+    ]
     return [pytest.param(d, id=d.name) for d in chosen]
 
 
@@ -782,6 +794,27 @@ def assert_unchanged(call: Call, tenant: Tenant) -> None:
     assert_money_consistent(tenant.organization)
 
 
+# --- what the provider says it can do --------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", drivers())
+def test_a_provider_says_what_its_driver_expects_it_to_do(driver: Driver) -> None:
+    provider = get_provider(driver.name)
+
+    assert {
+        "sends_webhooks": provider.sends_webhooks,
+        "can_find_calls": provider.can_find_calls,
+        # A simulated call dials nobody, and nothing reaches us from outside about it.
+        "dials_over_the_wire": not provider.simulates_calls,
+        "plays_out_calls": not provider.simulates_calls,
+    } == {
+        "sends_webhooks": driver.sends_webhooks,
+        "can_find_calls": driver.can_find_calls,
+        "dials_over_the_wire": driver.dials_over_the_wire,
+        "plays_out_calls": driver.plays_out_calls,
+    }
+
+
 # --- placing the call ------------------------------------------------------------------------
 
 
@@ -829,6 +862,36 @@ def test_a_provider_failure_fails_the_call_and_releases_the_hold(
     assert call.ended_at is not None
     balance = Balance.objects.get(organization=tenant.organization)
     assert (balance.balance_cents, balance.held_cents) == (10_000, 0)
+    assert list(
+        LedgerEntry.objects.filter(organization=tenant.organization)
+        .order_by("id")
+        .values_list("kind", flat=True)
+    ) == ["top_up", "hold", "release"]
+    assert_money_consistent(tenant.organization)
+
+
+@pytest.mark.parametrize("driver", drivers(unless="can_find_calls"))
+def test_a_call_left_queued_fails_unverified_when_the_provider_cannot_be_asked(
+    tenant: Tenant, driver: Driver
+) -> None:
+    driver.number(tenant)
+    provider = get_provider(driver.name)
+    with driver.wire() as wire:
+        with (
+            mock.patch.object(type(provider), "place_call", side_effect=SystemExit(1)),
+            pytest.raises(SystemExit),
+        ):
+            initiate(tenant)  # the worker died before the provider answered
+        report = call_reconcile_stale(grace_seconds=0)
+
+    assert report == ReconcileReport(failed=1)
+    assert wire.sent == []
+    call = Call.objects.get()
+    assert (call.status, call.call_sid, call.cost_cents) == ("failed", "", 0)
+    assert call.error == (
+        f"The request stopped before {provider.label} answered, and {provider.label} cannot be "
+        "asked whether it placed the call (not verified)."
+    )
     assert list(
         LedgerEntry.objects.filter(organization=tenant.organization)
         .order_by("id")

@@ -20,6 +20,7 @@ from billing import services as billing_services
 from billing.models import Balance
 from calls.models import Call
 from telephony import sip_control
+from telephony.providers import get_provider
 from telephony.providers.base import Account, PlacedCallQuery, StatusEvent
 from telephony.providers.sip import SipProvider
 from tests.conftest import Tenant, assert_money_consistent, make_tenant
@@ -759,8 +760,8 @@ def test_an_agent_says_which_calls_it_is_placing(
         call_id=str(uuid.uuid4()), from_number=FROM, to_number=TO, not_before=call.created_at
     )
 
-    found = SipProvider().find_calls(query, Account())
-    not_found = SipProvider().find_calls(elsewhere, Account())
+    found = get_provider("sip").find_calls(query, Account())
+    not_found = get_provider("sip").find_calls(elsewhere, Account())
 
     assert found == [StatusEvent(state="ringing", provider_call_id=response.json()["call_sid"])]
     assert not_found == []

@@ -11,6 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from billing.models import Balance, LedgerEntry
 from calls.models import Call, CallEvent
 from tests.conftest import Tenant, assert_money_consistent
 from tests.factories import VONAGE_SIGNATURE_SECRET, vonage_private_key
@@ -91,6 +92,43 @@ def test_events_that_are_no_lifecycle_change_are_acknowledged(
     placed.refresh_from_db()
     assert placed.status == "initiated"
     assert CallEvent.objects.count() == 0
+
+
+def everything_about(call: Call) -> tuple[object, ...]:
+    """The call's row, its timeline, and its organization's ledger and balance."""
+    call.refresh_from_db()
+    organization = call.organization_id
+    return (
+        {field.attname: getattr(call, field.attname) for field in Call._meta.concrete_fields},
+        list(CallEvent.objects.filter(call=call).order_by("id").values()),
+        list(LedgerEntry.objects.filter(organization=organization).order_by("id").values()),
+        Balance.objects.filter(organization=organization).values().get(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "status"),
+    [("completed", "completed"), ("answered", "answered")],
+    ids=["a-completed-call", "an-answered-call"],
+)
+def test_a_duration_that_is_a_digit_but_no_number_is_acknowledged_and_changes_nothing(
+    client, tenant: Tenant, placed: Call, before: str, status: str
+) -> None:
+    # "²" passes str.isdigit(), which int() then refuses.
+    path = f"/webhooks/calls/{placed.pk}/status"
+    signed(client, vonage, path, event(before, duration="60"))
+    then = everything_about(placed)
+    # A crash must read as the answer Vonage would get, not as an exception in the test.
+    client.raise_request_exception = False
+
+    response = signed(client, vonage, path, event(status, duration="²"))
+
+    assert (response.status_code, response.json()) == (
+        200,
+        {"detail": "Ignored: already applied."},
+    )
+    assert everything_about(placed) == then
+    assert_money_consistent(tenant.organization)
 
 
 def token(claims: dict) -> dict[str, str]:

@@ -115,20 +115,43 @@ class WebhookAnswer:
 
 
 class Provider:
-    name: ClassVar[str]
-    label: ClassVar[str]
+    """One provider's adapter. Instances come from `telephony.providers.get_provider`, which
+    hands each its registry row's name (`PhoneNumber.provider`) and label.
+
+    What a provider can do is said by the flags below, which callers ask instead of probing;
+    a method here raises NotImplementedError only when a subclass forgot it.
+    """
+
     account_fields: ClassVar[tuple[AccountField, ...]] = ()
     # True when the provider needs no account (sandbox) or keeps its own (sip trunks).
     account_optional: ClassVar[bool] = False
+    # It can be asked whether it placed a call we never heard back about (`find_calls`).
+    can_find_calls: ClassVar[bool] = False
+    # Its calls play out in-process from a script (`scripted_events`), not at a provider.
+    simulates_calls: ClassVar[bool] = False
+    # Its calls are reported by signed webhooks (SIP calls by the agent, sandbox calls by no one).
+    sends_webhooks: ClassVar[bool] = True
+
+    def __init__(self, *, name: str, label: str) -> None:
+        self.name = name
+        self.label = label
 
     def place_call(self, call: OutboundCall, account: Account) -> str:
         """Ask the provider to dial; returns its call id. Raises ProviderError."""
         raise NotImplementedError
 
     def find_calls(self, query: PlacedCallQuery, account: Account) -> list[StatusEvent]:
-        """The provider's calls that may be the one placed for `query`, oldest first, each as
-        its latest state (empty: it placed none). Raises ProviderError when the provider cannot
-        be asked now, and NotImplementedError when it offers no way to tell."""
+        """For a provider that `can_find_calls`: its calls that may be the one placed for
+        `query`, oldest first, each as its latest state (empty: it placed none). Raises
+        ProviderError when the provider cannot be asked now."""
+        raise NotImplementedError
+
+    def scripted_events(
+        self, *, call_sid: str, to_number: str, time_limit_seconds: int, elapsed_seconds: float
+    ) -> list[StatusEvent]:
+        """For a provider that `simulates_calls`: the events the call has reached
+        `elapsed_seconds` after it was placed, in order. Every one reached so far comes back
+        each time: applying one already applied changes nothing."""
         raise NotImplementedError
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:

@@ -36,9 +36,10 @@ OUTCOME_AT = 6
 
 
 class SandboxProvider(Provider):
-    name = "sandbox"
-    label = "Sandbox"
     account_optional = True
+    can_find_calls = True
+    simulates_calls = True
+    sends_webhooks = False
 
     def place_call(self, call: OutboundCall, account: Account) -> str:
         if call.to_number.endswith("0500"):
@@ -70,7 +71,6 @@ class SandboxProvider(Provider):
     def scripted_events(
         self, *, call_sid: str, to_number: str, time_limit_seconds: int, elapsed_seconds: float
     ) -> list[StatusEvent]:
-        """The events the call has reached `elapsed_seconds` after it was placed."""
         script: list[tuple[float, StatusEvent]] = [
             (RING_AT, StatusEvent(state=CallState.RINGING, provider_call_id=call_sid))
         ]

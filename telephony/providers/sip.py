@@ -33,10 +33,11 @@ CALLS_PER_AGENT = 4  # the PyPI pjsua2 wheel's compile-time PJSUA_MAX_CALLS
 
 
 class SipProvider(Provider):
-    name = "sip"
-    label = "BYO SIP trunk"
     # The credentials live on the organization's SipTrunks, which the agent reads.
     account_optional = True
+    can_find_calls = True
+    # The agent reports each call's states through the calls services.
+    sends_webhooks = False
 
     def place_call(self, call: OutboundCall, account: Account) -> str:
         payload = {

@@ -32,6 +32,7 @@ from telephony.providers.base import (
     WebhookRejected,
     WebhookRequest,
 )
+from telephony.providers.parsing import whole_seconds
 from telephony.states import CallState
 
 logger = logging.getLogger(__name__)
@@ -53,12 +54,6 @@ STATES = {
 }
 
 
-def _seconds(value: str | None) -> int | None:
-    """Twilio's durations are whole seconds as text; anything else is no duration."""
-    # isdigit() alone lets "²" through, which int() then refuses.
-    return int(value) if value and value.isascii() and value.isdigit() else None
-
-
 @cache
 def _http_client() -> TwilioHttpClient:
     # One pooled HTTP client per process: a new TLS connection per call costs more than the call.
@@ -66,12 +61,11 @@ def _http_client() -> TwilioHttpClient:
 
 
 class TwilioProvider(Provider):
-    name = "twilio"
-    label = "Twilio"
     account_fields = (
         AccountField("account_sid", "Account SID", help_text="Starts with AC."),
         AccountField("auth_token", "Auth token", secret=True),
     )
+    can_find_calls = True
 
     def client(self, account: Account) -> Client:
         client = Client(
@@ -131,7 +125,7 @@ class TwilioProvider(Provider):
             StatusEvent(
                 state=STATES.get(str(c.status), CallState.INITIATED),
                 provider_call_id=str(c.sid),
-                duration_seconds=_seconds(c.duration),
+                duration_seconds=whole_seconds(c.duration),
                 raw={"CallStatus": str(c.status), "found_by": "reconcile"},
             )
             for c in candidates
@@ -156,7 +150,7 @@ class TwilioProvider(Provider):
         return StatusEvent(
             state=state,
             provider_call_id=form.get("CallSid", ""),
-            duration_seconds=_seconds(duration),
+            duration_seconds=whole_seconds(duration),
             reason=str(reason),
             raw={
                 key: form.get(key)

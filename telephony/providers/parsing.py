@@ -1,0 +1,36 @@
+"""What more than one provider reads from the values its API and webhooks send.
+
+Plain functions of plain values rather than methods on `Provider`: they need no provider, so
+each is tested on its own, and base.py stays the interface a provider implements.
+"""
+
+from __future__ import annotations
+
+NOT_ACCEPTED = "the request was not accepted."
+
+
+def whole_seconds(value: str | None) -> int | None:
+    """A duration sent as text in whole seconds; anything else ("", "3.5", "-1") is none."""
+    # isdigit() alone lets "²" through, which int() then refuses, and "٣", which int() reads:
+    # no provider writes either.
+    return int(value) if value and value.isascii() and value.isdigit() else None
+
+
+def error_detail(body: object) -> str:
+    """The sentence a provider's JSON error body gives, ending in one full stop.
+
+    Reads either shape: `{"errors": [{"detail" or "title"}]}` (Telnyx: the first error's
+    detail, else its title) and problem+json's `{"title", "detail"}` (Vonage: both, joined).
+    """
+    if not isinstance(body, dict):
+        return NOT_ACCEPTED
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        detail = first.get("detail") or first.get("title")
+        if detail:
+            return str(detail).rstrip(".") + "."
+    parts = [str(body[key]).rstrip(".") for key in ("title", "detail") if body.get(key)]
+    if parts:
+        return ": ".join(parts) + "."
+    return NOT_ACCEPTED
