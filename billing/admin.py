@@ -103,12 +103,12 @@ class LedgerEntryAdmin(admin.ModelAdmin):
         "held_change_cents",
         "balance_after_cents",
         "held_after_cents",
-        "call",
+        "call_id",
         "memo",
     ]
     list_filter = ["kind", "organization"]
     list_select_related = ["organization"]
-    search_fields = ["organization__name", "memo", "call__id"]
+    search_fields = ["organization__name", "memo", "call_id"]
     date_hierarchy = "created_at"
 
     def has_add_permission(self, request: HttpRequest) -> bool:

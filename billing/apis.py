@@ -83,11 +83,6 @@ class LedgerApi(APIView):
             read_only=True,
             help_text="`reserved_cents` after this entry.",
         )
-        call_id = serializers.UUIDField(
-            allow_null=True,
-            read_only=True,
-            help_text="The call this entry holds, charges or releases money for.",
-        )
 
         class Meta:
             model = LedgerEntry
@@ -107,6 +102,9 @@ class LedgerApi(APIView):
             extra_kwargs = {
                 "amount_cents": {"help_text": "Signed change to `balance_cents`."},
                 "balance_after_cents": {"help_text": "`balance_cents` after this entry."},
+                "call_id": {
+                    "help_text": "The call this entry holds, charges or releases money for."
+                },
             }
 
     pagination_class = LedgerPagination  # read by the schema; get() pages with it too

@@ -62,16 +62,10 @@ class LedgerEntry(models.Model):
     held_change_cents = models.BigIntegerField(default=0)
     balance_after_cents = models.BigIntegerField()
     held_after_cents = models.BigIntegerField()
-    # Indexed by ledger_one_kind_per_call (call, kind) WHERE call IS NOT NULL, which serves
-    # every lookup by call.
-    call = models.ForeignKey(
-        "calls.Call",
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="ledger_entries",
-        db_index=False,
-    )
+    # The call this row holds, charges or releases money for. An opaque id, not a foreign key:
+    # billing knows no calls. Indexed by ledger_one_kind_per_call (call_id, kind) WHERE call_id
+    # IS NOT NULL, which serves every lookup by call.
+    call_id = models.UUIDField(null=True, blank=True)
     memo = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -82,8 +76,8 @@ class LedgerEntry(models.Model):
         constraints = [
             # A call is held, charged and released at most once each.
             models.UniqueConstraint(
-                fields=["call", "kind"],
-                condition=models.Q(call__isnull=False),
+                fields=["call_id", "kind"],
+                condition=models.Q(call_id__isnull=False),
                 name="ledger_one_kind_per_call",
             ),
         ]

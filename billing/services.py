@@ -102,7 +102,9 @@ def balance_hold(*, balance: Balance, amount_cents: int, call_id: UUID) -> Ledge
 # Claims the hold and writes its ledger row in one statement, only if the available money covers
 # it and fewer holds than the cap are open. The UPDATE takes the Balance row lock, so concurrent
 # holds of one organization queue on it exactly as with select_for_update, and PostgreSQL
-# re-checks the condition on the row as the previous holder left it.
+# re-checks the condition on the row as the previous holder left it. One statement, so one round
+# trip and no Python while the lock is held; the INSERT's columns and values come from the model
+# (`_hold_row`), so it writes the row the locked path would.
 _HOLD_IF_COVERED = """
 WITH claimed AS (
     UPDATE {balance}
@@ -111,15 +113,53 @@ WITH claimed AS (
       AND open_holds < %(max_open_holds)s
     RETURNING organization_id, balance_cents, held_cents
 )
-INSERT INTO {ledger} (
-    organization_id, kind, amount_cents, held_change_cents, balance_after_cents,
-    held_after_cents, call_id, memo, created_at
-)
-SELECT organization_id, %(kind)s, 0, %(amount)s, balance_cents, held_cents, %(call_id)s, '',
-       %(now)s
+INSERT INTO {ledger} ({columns})
+SELECT {values}
 FROM claimed
 RETURNING id
 """
+
+# The ledger row's columns that only the claimed Balance row knows, and what it RETURNs for each.
+_FROM_CLAIMED = {
+    "organization_id": "organization_id",
+    "balance_after_cents": "balance_cents",
+    "held_after_cents": "held_cents",
+}
+
+
+def _hold_row(
+    *, organization_id: int, amount_cents: int, call_id: UUID
+) -> tuple[str, str, dict[str, Any]]:
+    """The hold's ledger row for `_HOLD_IF_COVERED`: its column list, its values and their
+    parameters.
+
+    The row is the one the locked path writes (`_entry`), turned into SQL field by field the way
+    the ORM saves it, so the two paths cannot drift apart: a new column with a default gets it
+    here too, and one that needs a value nothing here gives is NULL and fails loudly. The
+    organization and the balance's figures after the hold come from the UPDATE's RETURNING (the
+    figures are only known under the lock): the Balance handed to `_entry` is a stand-in.
+    """
+    entry = _entry(
+        Balance(organization_id=organization_id),
+        kind=LedgerEntry.Kind.HOLD,
+        held_change_cents=amount_cents,
+        call_id=call_id,
+    )
+    columns: list[str] = []
+    values: list[str] = []
+    params: dict[str, Any] = {}
+    for field in LedgerEntry._meta.concrete_fields:
+        column = field.column
+        if field.primary_key or column is None:  # a concrete field always has a column
+            continue
+        columns.append(connection.ops.quote_name(column))
+        if column in _FROM_CLAIMED:
+            values.append(_FROM_CLAIMED[column])
+        else:
+            name = f"entry_{field.attname}"
+            params[name] = field.get_db_prep_save(field.pre_save(entry, add=True), connection)
+            values.append(f"%({name})s")
+    return ", ".join(columns), ", ".join(values), params
 
 
 def balance_hold_call(
@@ -148,19 +188,23 @@ def balance_hold_call(
     )
     # The common case, a funded organization: one statement, and no Python runs under the lock.
     if connection.vendor == "postgresql" and full.hold_cents > 0:
+        columns, values, row = _hold_row(
+            organization_id=organization_id, amount_cents=full.hold_cents, call_id=call_id
+        )
         sql = _HOLD_IF_COVERED.format(
             balance=connection.ops.quote_name(Balance._meta.db_table),
             ledger=connection.ops.quote_name(LedgerEntry._meta.db_table),
+            columns=columns,
+            values=values,
         )
         with connection.cursor() as cursor:
             cursor.execute(
                 sql,
                 {
+                    **row,
                     "amount": full.hold_cents,
                     "now": timezone.now(),
                     "organization_id": organization_id,
-                    "kind": LedgerEntry.Kind.HOLD.value,
-                    "call_id": call_id,
                     "max_open_holds": max_open_holds,
                 },
             )

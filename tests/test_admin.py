@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.contrib.auth.models import User
 from django.urls import reverse
 
 from billing.models import Balance, LedgerEntry
+from billing.services import balance_hold_call
 from burki.models import ApiKey
 from calls.models import Call
 from telephony.models import ProviderAccount
@@ -147,6 +150,26 @@ def test_a_top_up_writes_a_ledger_row(admin_client, tenant: Tenant) -> None:
     assert balance.balance_cents == 12_500
     entry = LedgerEntry.objects.filter(organization=tenant.organization).first()
     assert (entry.kind, entry.amount_cents, entry.memo) == ("top_up", 2500, "invoice 42")
+
+
+def test_the_ledger_shows_a_call_id_and_finds_its_rows_by_it(admin_client, tenant: Tenant) -> None:
+    call_id = uuid.uuid4()
+    balance_hold_call(
+        organization_id=tenant.organization.pk,
+        call_id=call_id,
+        rate_cents_per_minute=10,
+        max_seconds=60,
+        max_open_holds=1,
+        check_room=lambda: None,
+    )
+    url = reverse("admin:billing_ledgerentry_changelist")
+
+    found = admin_client.get(url, {"q": str(call_id)[:13]})
+    missed = admin_client.get(url, {"q": str(uuid.uuid4())})
+
+    assert [(e.kind, e.call_id) for e in found.context["cl"].result_list] == [("hold", call_id)]
+    assert str(call_id) in found.content.decode()
+    assert list(missed.context["cl"].result_list) == []
 
 
 def test_an_adjustment_below_the_held_amount_is_refused(admin_client, tenant: Tenant) -> None:

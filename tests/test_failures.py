@@ -28,7 +28,7 @@ def initiate(tenant: Tenant):
 def assert_failed_and_released(tenant: Tenant, error: str) -> Call:
     call = Call.objects.get()
     assert (call.status, call.cost_cents, call.call_sid, call.error) == ("failed", 0, "", error)
-    assert list(LedgerEntry.objects.filter(call=call).order_by("id").values_list("kind")) == [
+    assert list(LedgerEntry.objects.filter(call_id=call.pk).order_by("id").values_list("kind")) == [
         ("hold",),
         ("release",),
     ]

@@ -393,7 +393,7 @@ class TestMoney:
         assert call.rate_cents_per_minute == 10
         balance = Balance.objects.get(organization=tenant.organization)
         assert (balance.balance_cents, balance.held_cents) == (10_000, 100)
-        hold = LedgerEntry.objects.get(call=call)
+        hold = LedgerEntry.objects.get(call_id=call.pk)
         assert (hold.kind, hold.amount_cents, hold.held_change_cents) == ("hold", 0, 100)
 
     def test_a_small_balance_limits_the_call(self, db) -> None:
@@ -454,7 +454,7 @@ class TestProviderFailure:
         call = Call.objects.get()
         assert (call.status, call.cost_cents, call.call_sid) == ("failed", 0, "")
         assert "unreachable" in call.error
-        assert list(LedgerEntry.objects.filter(call=call).values_list("kind", flat=True)) == [
+        assert list(LedgerEntry.objects.filter(call_id=call.pk).values_list("kind", flat=True)) == [
             "release",
             "hold",
         ]

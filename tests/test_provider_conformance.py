@@ -951,7 +951,7 @@ def test_the_full_lifecycle_settles_the_exact_cost_once(
     assert list(CallEvent.objects.filter(call=placed).values_list("status", flat=True)) == (
         driver.timeline
     )
-    entries = LedgerEntry.objects.filter(call=placed).order_by("id")
+    entries = LedgerEntry.objects.filter(call_id=placed.pk).order_by("id")
     assert [(e.kind, e.amount_cents, e.held_change_cents) for e in entries] == [
         ("hold", 0, 100),
         ("charge", -21, -21),

@@ -213,7 +213,7 @@ def test_the_lifecycle_settles_the_exact_cost_once(
         "in-progress",
         "completed",
     ]
-    entries = LedgerEntry.objects.filter(call=placed_call).order_by("id")
+    entries = LedgerEntry.objects.filter(call_id=placed_call.pk).order_by("id")
     assert [(e.kind, e.amount_cents, e.held_change_cents) for e in entries] == [
         ("hold", 0, 100),
         ("charge", -21, -21),
