@@ -60,6 +60,45 @@ IDEMPOTENCY_STALE_SECONDS = env.int("IDEMPOTENCY_STALE_SECONDS", default=120)
 # `reconcile_calls` leaves a queued call alone for this long: its request may still be running.
 CALL_RECONCILE_GRACE_SECONDS = env.int("CALL_RECONCILE_GRACE_SECONDS", default=120)
 
+# The background engine (Celery; burki/celery.py). Redis in deployments
+# (`redis://127.0.0.1:6379/0`); the default needs nothing installed: a broker kept in files under
+# `.broker/` beside manage.py, for the demo and one machine.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = BASE_DIR / ".broker"
+    for _folder in ("queue", "processed", "control"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
+        "store_processed": False,
+    }
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_IGNORE_RESULT = True  # every task's outcome is in the database
+# A task is acknowledged when it has run, not when it is taken: a worker killed half-way leaves
+# it to be delivered again, so every task is written to be safe to run twice.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = env.str(
+    "CELERY_BEAT_SCHEDULE_FILENAME", default=str(BASE_DIR / ".celerybeat-schedule")
+)
+# How often the periodic work runs (see calls/tasks.py).
+CALL_RECONCILE_INTERVAL_SECONDS = env.int("CALL_RECONCILE_INTERVAL_SECONDS", default=60)
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-queued-calls": {
+        "task": "calls.tasks.calls_reconcile",
+        "schedule": CALL_RECONCILE_INTERVAL_SECONDS,
+        # A run that could not start in time is replaced by the next one, not stacked up.
+        "options": {"expires": CALL_RECONCILE_INTERVAL_SECONDS},
+    },
+}
+
 # Throttling per API key; counters live in the cache, so point CACHE_URL (or REDIS_URL) at Redis
 # to make the limits hold across processes and machines.
 _cache_url = env.str("CACHE_URL", default="") or env.str("REDIS_URL", default="")

@@ -23,3 +23,8 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":  # noqa: F
     raise ImproperlyConfigured(
         "The test suite runs on PostgreSQL: set DATABASE_URL to a postgres:// URL."
     )
+
+# Tasks run in the caller's process, at once, unless a test starts a real worker
+# (tests/celery_worker.py), which runs with CELERY_TASK_ALWAYS_EAGER=false.
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)  # noqa: F405
+CELERY_TASK_EAGER_PROPAGATES = True

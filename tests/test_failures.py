@@ -320,7 +320,7 @@ class TestReconcileGoesOn:
         assert out == "Reconciled queued calls: 0 failed, 0 adopted, 1 left for the next run.\n"
         call = Call.objects.get()
         assert (call.status, call.error, call.cost_cents) == ("queued", "", None)
-        assert list(LedgerEntry.objects.filter(call=call).values_list("kind", flat=True)) == [
+        assert list(LedgerEntry.objects.filter(call_id=call.pk).values_list("kind", flat=True)) == [
             "hold"
         ]
         assert Balance.objects.get(organization=tenant.organization).held_cents == call.hold_cents

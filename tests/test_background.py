@@ -1,0 +1,48 @@
+"""The background engine with a real worker process on Redis: what must happen happens without
+anyone asking for it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from calls.models import Call
+from telephony.providers.sandbox import SandboxProvider
+from tests.celery_worker import celery_worker, wait_for
+from tests.conftest import assert_money_consistent, make_tenant
+from tests.factories import PhoneNumberFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BODY = {"from_phone_number": "+15551234567", "to_phone_number": "+15559876543"}
+
+
+def test_the_schedule_reconciles_queued_calls_every_minute() -> None:
+    schedule = settings.CELERY_BEAT_SCHEDULE["reconcile-queued-calls"]
+
+    assert schedule["task"] == "calls.tasks.calls_reconcile"
+    assert schedule["schedule"] == 60
+
+
+def test_a_call_a_dead_request_left_queued_is_settled_by_the_scheduler_alone(tmp_path) -> None:
+    tenant = make_tenant()
+    PhoneNumberFactory(organization=tenant.organization, number=BODY["from_phone_number"])
+    crash = mock.patch.object(SandboxProvider, "place_call", side_effect=KeyboardInterrupt)
+    with crash, pytest.raises(KeyboardInterrupt):
+        tenant.client.post("/calls/initiate", BODY, format="json")
+    Call.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+    assert Call.objects.get().status == "queued"
+
+    with celery_worker(tmp_path, beat=True, CALL_RECONCILE_INTERVAL_SECONDS="1") as worker:
+        settled = wait_for(lambda: Call.objects.get().status == "failed", timeout=30)
+
+    assert settled, worker.log
+    call = Call.objects.get()
+    assert call.error == "Never placed: the request stopped before Sandbox placed the call."
+    assert call.cost_cents == 0
+    assert_money_consistent(tenant.organization)
+    assert "calls.tasks.calls_reconcile" in worker.log
