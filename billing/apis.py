@@ -1,23 +1,17 @@
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing import openapi
 from billing.models import LedgerEntry
 from billing.selectors import balance_for_organization, ledger_for_organization
 from burki.authentication import request_api_key
 from burki.pagination import NewestFirstCursorPagination
-from burki.schema import (
-    AUTHENTICATION_ERRORS,
-    RETRY_AFTER,
-    WWW_AUTHENTICATE,
-    error_response,
-    rate_limited,
-)
 
 
 class BalanceApi(APIView):
@@ -35,19 +29,7 @@ class BalanceApi(APIView):
             help_text="What a minute of a call costs your organization."
         )
 
-    @extend_schema(
-        operation_id="billing_balance_retrieve",
-        summary="Retrieve your balance",
-        description=(
-            "Your organization's balance in integer minor units (cents for USD). "
-            "`available_cents` is `balance_cents` less `reserved_cents`, the money held for "
-            "calls in progress; a call is refused with a 402 when it does not pay for one "
-            "minute at `rate_cents_per_minute`."
-        ),
-        tags=["billing"],
-        parameters=[WWW_AUTHENTICATE, RETRY_AFTER],
-        responses={200: OutputSerializer, **AUTHENTICATION_ERRORS, 429: rate_limited()},
-    )
+    @openapi.retrieve_balance(response=OutputSerializer)
     def get(self, request: Request) -> Response:
         organization = request_api_key(request).organization
         balance = balance_for_organization(organization_id=organization.pk)
@@ -109,26 +91,7 @@ class LedgerApi(APIView):
 
     pagination_class = LedgerPagination  # read by the schema; get() pages with it too
 
-    @extend_schema(
-        operation_id="billing_ledger_list",
-        summary="List ledger entries",
-        description=(
-            "Every change to your organization's balance, newest first, a page at a time: "
-            "follow `next` (a cursor link) until it is null. A call writes a `hold` when it is "
-            "placed, then a `charge` for the minutes it lasted and a `release` of the rest of "
-            "the hold."
-        ),
-        tags=["billing"],
-        parameters=[WWW_AUTHENTICATE, RETRY_AFTER],
-        responses={
-            200: OutputSerializer(many=True),
-            **AUTHENTICATION_ERRORS,
-            404: error_response(
-                "The cursor is not one we handed out.", ("Bad cursor", "Invalid cursor")
-            ),
-            429: rate_limited(),
-        },
-    )
+    @openapi.list_ledger(item=OutputSerializer)
     def get(self, request: Request) -> Response:
         entries = ledger_for_organization(organization_id=request_api_key(request).organization_id)
         paginator = self.pagination_class()

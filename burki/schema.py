@@ -1,7 +1,8 @@
 """OpenAPI pieces every API view shares: the Bearer scheme, the error body and its responses.
 
-Each view keeps its own `extend_schema` next to its code (calls/apis.py, billing/apis.py); this
-module only holds what they have in common, so a new status or header is one more entry there.
+Each app declares its operations in an `openapi.py` beside its views (calls/openapi.py,
+billing/openapi.py), so the views read as what they do; this module only holds what they have in
+common, so a new status or header is one more entry there.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 from rest_framework.exceptions import Throttled
+
+# What each app's openapi.py is handed: a view's own (nested) serializer class.
+SerializerClass = type[serializers.Serializer[Any]]
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

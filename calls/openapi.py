@@ -12,12 +12,12 @@ from drf_spectacular.utils import (
     OpenApiResponse,
     extend_schema,
 )
-from rest_framework import serializers
 
 from burki.schema import (
     AUTHENTICATION_ERRORS,
     RETRY_AFTER,
     WWW_AUTHENTICATE,
+    SerializerClass,
     error_response,
     method_not_allowed,
     rate_limited,
@@ -31,8 +31,6 @@ from calls.errors import (
     TooManyConcurrentCalls,
 )
 from telephony.states import CallState
-
-Serializer = type[serializers.Serializer[Any]]
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     IDEMPOTENCY_HEADER,
@@ -67,7 +65,7 @@ IDEMPOTENT_REPLAYED = OpenApiParameter(
 )
 
 
-def initiate_call(*, request: Serializer, response: Serializer) -> Any:
+def initiate_call(*, request: SerializerClass, response: SerializerClass) -> Any:
     return extend_schema(
         operation_id="calls_initiate",
         summary="Initiate an outbound call",
@@ -227,7 +225,7 @@ def initiate_call(*, request: Serializer, response: Serializer) -> Any:
     )
 
 
-def list_calls(*, filters: Serializer, item: Serializer) -> Any:
+def list_calls(*, filters: SerializerClass, item: SerializerClass) -> Any:
     return extend_schema(
         operation_id="calls_list",
         summary="List calls",
@@ -252,7 +250,7 @@ def list_calls(*, filters: Serializer, item: Serializer) -> Any:
     )
 
 
-def retrieve_call(*, detail: Serializer) -> Any:
+def retrieve_call(*, detail: SerializerClass) -> Any:
     return extend_schema(
         operation_id="calls_retrieve",
         summary="Retrieve a call",
