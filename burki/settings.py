@@ -88,6 +88,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = env.str(
     "CELERY_BEAT_SCHEDULE_FILENAME", default=str(BASE_DIR / ".celerybeat-schedule")
 )
+# The sandbox plays its calls' lifecycles this many times faster than real time (tests, demos).
+SANDBOX_TIME_SCALE = env.float("SANDBOX_TIME_SCALE", default=1.0)
+if SANDBOX_TIME_SCALE <= 0:
+    raise ImproperlyConfigured("SANDBOX_TIME_SCALE must be a positive number.")
 # How often the periodic work runs (see calls/tasks.py).
 CALL_RECONCILE_INTERVAL_SECONDS = env.int("CALL_RECONCILE_INTERVAL_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE = {

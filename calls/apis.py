@@ -26,7 +26,7 @@ from calls.serializers import (
     e164_messages,
     text_messages,
 )
-from calls.services import call_advance_simulated, call_initiate, call_initiated_body
+from calls.services import call_initiate, call_initiated_body
 from telephony.states import CallState
 
 MAX_WELCOME_LENGTH = 2000
@@ -238,7 +238,6 @@ class CallListApi(APIView):
         )
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(calls, request, view=self) or []
-        page = [call_advance_simulated(call=call) for call in page]
         return paginator.get_paginated_response(CallOutputSerializer(page, many=True).data)
 
 
@@ -252,5 +251,4 @@ class CallDetailApi(APIView):
         )
         if call is None:
             raise Http404
-        call = call_advance_simulated(call=call)
         return Response(CallDetailOutputSerializer(call).data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -24,6 +24,7 @@ from billing.services import (
     cost_cents,
 )
 from burki.models import Organization
+from calls import tasks
 from calls.errors import (
     AssistantInactive,
     IdempotencyKeyInFlight,
@@ -42,7 +43,9 @@ from telephony.providers.base import (
     CallContext,
     OutboundCall,
     PlacedCallQuery,
+    Provider,
     ProviderError,
+    ScriptStep,
     StatusEvent,
 )
 from telephony.states import FINAL_STATES, CallState, states_before
@@ -233,6 +236,8 @@ def call_initiate(
     call.call_sid = call_sid
     call.status = CallState.INITIATED
     call.initiated_at = now
+    if provider.simulates_calls:
+        transaction.on_commit(lambda: _call_play_from(call=call, provider=provider, step=0))
     return call
 
 
@@ -296,7 +301,7 @@ def call_apply_event(*, call: Call, event: StatusEvent, source: str) -> bool:
             call.hold_cents,
         )
         updates.update(
-            ended_at=now,
+            ended_at=event.occurred_at or now,
             duration_seconds=duration,
             cost_cents=charge,
             end_reason=event.reason[:200],
@@ -324,24 +329,50 @@ def call_apply_event(*, call: Call, event: StatusEvent, source: str) -> bool:
     return True
 
 
-def call_advance_simulated(*, call: Call) -> Call:
-    """Play a sandbox call's script up to now (see telephony.providers.sandbox)."""
-    provider = get_provider(call.provider)
-    if not provider.simulates_calls or call.is_final or not call.call_sid or not call.initiated_at:
-        return call
-    elapsed = (timezone.now() - call.initiated_at).total_seconds()
-    events = provider.scripted_events(
-        call_sid=call.call_sid,
-        to_number=call.to_number,
-        time_limit_seconds=call.time_limit_seconds,
-        elapsed_seconds=elapsed,
+def _call_script(call: Call, provider: Provider) -> list[ScriptStep]:
+    return provider.call_script(
+        call_sid=call.call_sid, to_number=call.to_number, time_limit_seconds=call.time_limit_seconds
     )
-    changed = False
-    for event in events:
-        changed |= call_apply_event(call=call, event=event, source=provider.name)
-    if changed:
-        call.refresh_from_db()
-    return call
+
+
+def _call_play_from(*, call: Call, provider: Provider, step: int) -> None:
+    """Have the worker play step `step` of a simulated call's script when it is due."""
+    script = _call_script(call, provider)
+    if step >= len(script):
+        return
+    assert call.initiated_at is not None  # a call is scripted once it is placed
+    played_at = script[step].at_seconds / settings.SANDBOX_TIME_SCALE
+    wait = (call.initiated_at + timedelta(seconds=played_at) - timezone.now()).total_seconds()
+    try:
+        # Not retried here: a lost step is taken up by the sweep, while a caller must not wait
+        # on a broker that is down.
+        tasks.call_play_simulated.apply_async(
+            (str(call.pk), step), countdown=max(0.0, wait), retry=False
+        )
+    except Exception:
+        logger.exception("could not schedule step %d of simulated call %s", step, call.pk)
+
+
+def call_play_simulated(*, call_id: UUID, step: int) -> None:
+    """Apply step `step` of a simulated call's script (telephony.providers.sandbox) as its
+    provider's webhook would, stamped on the call's own clock, then schedule the next one."""
+    try:
+        call = Call.objects.get(pk=call_id)
+    except Call.DoesNotExist:
+        return
+    if call.is_final or call.initiated_at is None:
+        return
+    provider = get_provider(call.provider)
+    if not provider.simulates_calls:
+        return
+    script = _call_script(call, provider)
+    if step >= len(script):
+        return
+    at = call.initiated_at + timedelta(seconds=script[step].at_seconds)
+    call_apply_event(
+        call=call, event=replace(script[step].event, occurred_at=at), source=provider.name
+    )
+    _call_play_from(call=call, provider=provider, step=step + 1)
 
 
 @dataclass

@@ -1,14 +1,16 @@
 """Work outside requests, on the Celery worker (burki/celery.py). Each task is safe to run twice
 at once and to be delivered again after a worker died: the services it calls claim rows with
-compare-and-set updates."""
+compare-and-set updates.
+
+The services schedule some of these tasks, so each task imports its service when it runs.
+"""
 
 from __future__ import annotations
 
 import logging
+from uuid import UUID
 
 from celery import shared_task
-
-from calls.services import call_reconcile_stale
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +18,8 @@ logger = logging.getLogger(__name__)
 @shared_task
 def calls_reconcile() -> dict[str, int]:
     """Settle calls a dead request left `queued` (calls.services.call_reconcile_stale)."""
+    from calls.services import call_reconcile_stale
+
     report = call_reconcile_stale()
     if report.failed or report.adopted or report.left:
         logger.info(
@@ -25,3 +29,11 @@ def calls_reconcile() -> dict[str, int]:
             report.left,
         )
     return {"failed": report.failed, "adopted": report.adopted, "left": report.left}
+
+
+@shared_task
+def call_play_simulated(call_id: str, step: int) -> None:
+    """One event of a sandbox call's script, at its time (calls.services.call_play_simulated)."""
+    from calls.services import call_play_simulated
+
+    call_play_simulated(call_id=UUID(call_id), step=step)

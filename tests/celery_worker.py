@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import connection
+from kombu import pools
 
 from burki.celery import app
 
@@ -50,7 +51,6 @@ def celery_worker(tmp_path: Path, *, beat: bool = False, **env: str) -> Iterator
             f"{database['NAME']}"
         ),
         "CELERY_BROKER_URL": BROKER_URL,
-        "CELERY_TASK_ALWAYS_EAGER": "false",
         "CELERY_TASK_DEFAULT_QUEUE": queue,
         "CELERY_BEAT_SCHEDULE_FILENAME": str(tmp_path / "celerybeat-schedule"),
         **env,
@@ -77,10 +77,9 @@ def celery_worker(tmp_path: Path, *, beat: bool = False, **env: str) -> Iterator
             command, cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT
         )
     worker = Worker(log_path, queue)
-    saved = {
-        key: app.conf[key] for key in ("broker_url", "task_always_eager", "task_default_queue")
-    }
-    app.conf.update(broker_url=BROKER_URL, task_always_eager=False, task_default_queue=queue)
+    saved = {key: app.conf[key] for key in ("broker_url", "task_default_queue")}
+    forget_connections()
+    app.conf.update(broker_url=BROKER_URL, task_default_queue=queue)
     try:
         wait_for(lambda: "ready." in worker.log or process.poll() is not None, timeout=30)
         assert process.poll() is None, f"the worker did not start:\n{worker.log}"
@@ -93,7 +92,15 @@ def celery_worker(tmp_path: Path, *, beat: bool = False, **env: str) -> Iterator
             process.kill()
             process.wait()
         app.conf.update(saved)
-        app.pool.force_close_all()
+        forget_connections()
+
+
+def forget_connections() -> None:
+    """Drop every broker connection this process holds, so the next task sent connects afresh
+    with the settings then in force (Celery keeps its pools for the life of the process)."""
+    pools.reset()
+    app._pool = None
+    app.amqp._producer_pool = None
 
 
 def wait_for(condition: Callable[[], Any], *, timeout: float, interval: float = 0.1) -> Any:

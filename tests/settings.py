@@ -24,7 +24,7 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":  # noqa: F
         "The test suite runs on PostgreSQL: set DATABASE_URL to a postgres:// URL."
     )
 
-# Tasks run in the caller's process, at once, unless a test starts a real worker
-# (tests/celery_worker.py), which runs with CELERY_TASK_ALWAYS_EAGER=false.
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)  # noqa: F405
-CELERY_TASK_EAGER_PROPAGATES = True
+# Tasks are sent as in production, but to a broker in this process's memory that no worker
+# reads: a test that wants a task's effect runs its service, or starts a real worker on Redis
+# (tests/celery_worker.py). (Celery reads CELERY_BROKER_URL from the environment before this.)
+CELERY_BROKER_URL = "memory://"

@@ -8,6 +8,7 @@ from unittest import mock
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
 from django.utils import timezone
 
 from calls.models import Call
@@ -46,3 +47,24 @@ def test_a_call_a_dead_request_left_queued_is_settled_by_the_scheduler_alone(tmp
     assert call.cost_cents == 0
     assert_money_consistent(tenant.organization)
     assert "calls.tasks.calls_reconcile" in worker.log
+
+
+def test_a_sandbox_call_plays_out_on_the_worker_with_nobody_reading_it(tmp_path) -> None:
+    tenant = make_tenant()
+    PhoneNumberFactory(organization=tenant.organization, number=BODY["from_phone_number"])
+    scale = {"SANDBOX_TIME_SCALE": "20"}  # a 15-60 s call plays in under 4 s
+
+    with celery_worker(tmp_path, **scale) as worker, override_settings(SANDBOX_TIME_SCALE=20):
+        response = tenant.client.post("/calls/initiate", BODY, format="json")
+        assert response.status_code == 200
+        ended = wait_for(lambda: Call.objects.get().status == "completed", timeout=20)
+
+    assert ended, worker.log
+    call = Call.objects.get()
+    talk = SandboxProvider.talk_seconds(call.call_sid, call.time_limit_seconds)
+    assert call.duration_seconds == talk
+    assert call.ended_at - call.answered_at == timedelta(seconds=talk)
+    assert [e.status for e in call.events.all()] == ["ringing", "in-progress", "completed"]
+    listed = tenant.client.get("/calls?status=completed").json()["results"]
+    assert [c["call_id"] for c in listed] == [str(call.pk)]
+    assert_money_consistent(tenant.organization)

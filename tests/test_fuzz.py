@@ -163,6 +163,9 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
         "DATABASE_URL": database_url,
         "ALLOWED_HOSTS": "127.0.0.1",
         "LOG_LEVEL": "WARNING",
+        # No worker runs beside this server: what it hands the background engine (sandbox
+        # lifecycles) goes to a broker in its own memory and is dropped with it.
+        "CELERY_BROKER_URL": "memory://",
         **NO_LIMITS,
     }
     manage = [sys.executable, str(ROOT / "manage.py")]

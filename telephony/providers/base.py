@@ -99,6 +99,14 @@ class StatusEvent:
 
 
 @dataclass(frozen=True)
+class ScriptStep:
+    """One event of a simulated call, `at_seconds` after the call was placed."""
+
+    at_seconds: float
+    event: StatusEvent
+
+
+@dataclass(frozen=True)
 class PlacedCallQuery:
     """A call we recorded but never heard back about: did the provider place it?"""
 
@@ -127,7 +135,7 @@ class Provider:
     account_optional: ClassVar[bool] = False
     # It can be asked whether it placed a call we never heard back about (`find_calls`).
     can_find_calls: ClassVar[bool] = False
-    # Its calls play out in-process from a script (`scripted_events`), not at a provider.
+    # Its calls play out from a script (`call_script`) on our own worker, not at a provider.
     simulates_calls: ClassVar[bool] = False
     # Its calls are reported by signed webhooks (SIP calls by the agent, sandbox calls by no one).
     sends_webhooks: ClassVar[bool] = True
@@ -146,12 +154,12 @@ class Provider:
         ProviderError when the provider cannot be asked now."""
         raise NotImplementedError
 
-    def scripted_events(
-        self, *, call_sid: str, to_number: str, time_limit_seconds: int, elapsed_seconds: float
-    ) -> list[StatusEvent]:
-        """For a provider that `simulates_calls`: the events the call has reached
-        `elapsed_seconds` after it was placed, in order. Every one reached so far comes back
-        each time: applying one already applied changes nothing."""
+    def call_script(
+        self, *, call_sid: str, to_number: str, time_limit_seconds: int
+    ) -> list[ScriptStep]:
+        """For a provider that `simulates_calls`: the whole lifecycle the call plays, in order,
+        each event at its offset from when the call was placed. The same call always gets the
+        same script."""
         raise NotImplementedError
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:

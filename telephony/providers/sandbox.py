@@ -1,9 +1,10 @@
 """A labelled test mode: no account, nothing is dialled, and every call plays out a believable
 lifecycle on a clock that starts when it is placed.
 
-No thread or timer runs it: the events a call has reached are computed from its id and the time
-since it was placed whenever someone looks (`scripted_events`), and applied through the same
-lifecycle service as real webhooks, so the money settles exactly as it would.
+A call's script (`call_script`) follows from its id and destination; the background worker
+plays it at its times (faster with SANDBOX_TIME_SCALE), stamping each event on the call's own
+clock, through the same lifecycle service as real webhooks, so the money settles exactly as it
+would. Nobody has to read the call for it to end.
 
 The last digits of the destination choose the outcome, so every path can be tried:
   ...0002 busy, ...0003 no answer, ...0500 the provider refuses (502), ...0504 it times out (504);
@@ -23,6 +24,7 @@ from telephony.providers.base import (
     PlacedCallQuery,
     Provider,
     ProviderError,
+    ScriptStep,
     StatusEvent,
     WebhookAnswer,
     WebhookRejected,
@@ -68,27 +70,25 @@ class SandboxProvider(Provider):
         spread = int(hashlib.sha256(call_sid.encode()).hexdigest()[:8], 16) % 46
         return min(15 + spread, time_limit_seconds)
 
-    def scripted_events(
-        self, *, call_sid: str, to_number: str, time_limit_seconds: int, elapsed_seconds: float
-    ) -> list[StatusEvent]:
-        script: list[tuple[float, StatusEvent]] = [
-            (RING_AT, StatusEvent(state=CallState.RINGING, provider_call_id=call_sid))
-        ]
+    def call_script(
+        self, *, call_sid: str, to_number: str, time_limit_seconds: int
+    ) -> list[ScriptStep]:
+        script = [ScriptStep(RING_AT, StatusEvent(CallState.RINGING, call_sid))]
         if to_number.endswith("0002"):
             script.append(
-                (OUTCOME_AT, StatusEvent(CallState.BUSY, call_sid, 0, reason="486 Busy Here"))
+                ScriptStep(OUTCOME_AT, StatusEvent(CallState.BUSY, call_sid, 0, "486 Busy Here"))
             )
         elif to_number.endswith("0003"):
             script.append(
-                (OUTCOME_AT, StatusEvent(CallState.NO_ANSWER, call_sid, 0, reason="no answer"))
+                ScriptStep(OUTCOME_AT, StatusEvent(CallState.NO_ANSWER, call_sid, 0, "no answer"))
             )
         else:
             talk = self.talk_seconds(call_sid, time_limit_seconds)
-            script.append((ANSWER_AT, StatusEvent(CallState.IN_PROGRESS, call_sid)))
+            script.append(ScriptStep(ANSWER_AT, StatusEvent(CallState.IN_PROGRESS, call_sid)))
             script.append(
-                (
+                ScriptStep(
                     ANSWER_AT + talk,
                     StatusEvent(CallState.COMPLETED, call_sid, talk, reason="callee hung up"),
                 )
             )
-        return [event for at, event in script if at <= elapsed_seconds]
+        return script
