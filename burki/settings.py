@@ -94,7 +94,18 @@ if SANDBOX_TIME_SCALE <= 0:
     raise ImproperlyConfigured("SANDBOX_TIME_SCALE must be a positive number.")
 # How often the periodic work runs (see calls/tasks.py).
 CALL_RECONCILE_INTERVAL_SECONDS = env.int("CALL_RECONCILE_INTERVAL_SECONDS", default=60)
+# The sweep of placed calls whose end we never heard of (calls.services.calls_sweep): how
+# often it runs, how long past a call's last possible moment it waits, and how long after that
+# it settles a call the provider still cannot tell about by its rule.
+CALL_SWEEP_INTERVAL_SECONDS = env.int("CALL_SWEEP_INTERVAL_SECONDS", default=60)
+CALL_SWEEP_GRACE_SECONDS = env.int("CALL_SWEEP_GRACE_SECONDS", default=120)
+CALL_SWEEP_GIVE_UP_SECONDS = env.int("CALL_SWEEP_GIVE_UP_SECONDS", default=3600)
 CELERY_BEAT_SCHEDULE = {
+    "sweep-overdue-calls": {
+        "task": "calls.tasks.calls_sweep",
+        "schedule": CALL_SWEEP_INTERVAL_SECONDS,
+        "options": {"expires": CALL_SWEEP_INTERVAL_SECONDS},
+    },
     "reconcile-queued-calls": {
         "task": "calls.tasks.calls_reconcile",
         "schedule": CALL_RECONCILE_INTERVAL_SECONDS,

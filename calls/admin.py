@@ -27,8 +27,10 @@ class CallAdmin(admin.ModelAdmin):
         "status",
         "duration_seconds",
         "cost_cents",
+        "settled_by",
     ]
-    list_filter = ["status", "provider", "organization"]
+    # "Settled by: the sweep's rule" lists the calls whose provider never told: review them.
+    list_filter = ["status", "settled_by", "provider", "organization"]
     list_select_related = ["organization"]
     search_fields = ["from_number", "to_number", "call_sid", "id"]
     date_hierarchy = "created_at"

@@ -189,6 +189,7 @@ class CallOutputSerializer(serializers.ModelSerializer):
             "duration_seconds",
             "cost_cents",
             "end_reason",
+            "settled_by",
             "error",
             "created_at",
             "initiated_at",

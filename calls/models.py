@@ -10,6 +10,15 @@ from telephony.states import FINAL_STATES, CallState
 LIVE_STATES = [state.value for state in CallState if state not in FINAL_STATES]
 
 
+class Settlement(models.TextChoices):
+    """Where the billed seconds of a finished call came from."""
+
+    PROVIDER = "provider", "The provider's own record"
+    WEBHOOK = "webhook", "The provider's webhook"
+    AGENT = "agent", "The SIP agent's measurement"
+    ESTIMATE = "estimate", "The sweep's rule: the provider never told (review it)"
+
+
 class Call(models.Model):
     # A UUID, not a sequence: call ids appear in webhook URLs and must not be guessable.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -44,6 +53,11 @@ class Call(models.Model):
     duration_seconds = models.PositiveIntegerField(null=True, blank=True)
     cost_cents = models.BigIntegerField(null=True, blank=True)
     end_reason = models.CharField(max_length=200, blank=True)
+    # Set when the money is settled (null until then, like cost_cents): what the billed
+    # seconds rest on.
+    settled_by = models.CharField(  # noqa: DJ001 (null means "not settled", "" nothing)
+        max_length=10, choices=Settlement.choices, null=True, blank=True
+    )
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     initiated_at = models.DateTimeField(null=True, blank=True)

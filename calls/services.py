@@ -34,13 +34,14 @@ from calls.errors import (
     ProviderUnavailable,
     TooManyConcurrentCalls,
 )
-from calls.models import Call, CallEvent, IdempotencyKey
+from calls.models import Call, CallEvent, IdempotencyKey, Settlement
 from calls.selectors import calls_in_progress
 from calls.templating import Scalar, render
 from telephony.models import PhoneNumber, provider_credentials
 from telephony.providers import get_provider
 from telephony.providers.base import (
     CallContext,
+    CallRecordQuery,
     OutboundCall,
     PlacedCallQuery,
     Provider,
@@ -271,8 +272,11 @@ def call_fail(*, call: Call, error: str) -> bool:
     return bool(claimed)
 
 
-def call_apply_event(*, call: Call, event: StatusEvent, source: str) -> bool:
-    """Move a call forward by one provider event, settling the money when it ends.
+def call_apply_event(
+    *, call: Call, event: StatusEvent, source: str, settled_by: str = Settlement.WEBHOOK
+) -> bool:
+    """Move a call forward by one provider event, settling the money when it ends (on the
+    event's figures; `settled_by` says what they are).
 
     Claimed, not assumed: the row changes only if it is still in an earlier state, so a repeated
     or late event changes nothing and a finished call is never charged twice.
@@ -305,6 +309,7 @@ def call_apply_event(*, call: Call, event: StatusEvent, source: str) -> bool:
             duration_seconds=duration,
             cost_cents=charge,
             end_reason=event.reason[:200],
+            settled_by=settled_by,
         )
 
     with transaction.atomic():
@@ -370,7 +375,10 @@ def call_play_simulated(*, call_id: UUID, step: int) -> None:
         return
     at = call.initiated_at + timedelta(seconds=script[step].at_seconds)
     call_apply_event(
-        call=call, event=replace(script[step].event, occurred_at=at), source=provider.name
+        call=call,
+        event=replace(script[step].event, occurred_at=at),
+        source=provider.name,
+        settled_by=Settlement.PROVIDER,  # the script is the sandbox's own record
     )
     _call_play_from(call=call, provider=provider, step=step + 1)
 
@@ -410,7 +418,7 @@ def _call_adopt(*, call: Call, event: StatusEvent, source: str) -> bool:
         now,
     )
     if CallState(event.state) != CallState.INITIATED:
-        call_apply_event(call=call, event=event, source=source)
+        call_apply_event(call=call, event=event, source=source, settled_by=Settlement.PROVIDER)
     return True
 
 
@@ -494,3 +502,92 @@ def _call_reconcile_one(*, call: Call, now: datetime, grace: int, report: Reconc
         )
     else:
         report.left += 1
+
+
+@dataclass
+class SweepReport:
+    settled: int = 0  # by the provider's own record
+    estimated: int = 0  # by the documented rule, the provider never having told
+    left: int = 0  # the provider could not tell yet: tried again on the next run
+
+
+# Placed and not over yet, as far as we have heard (a queued call is reconcile's).
+SWEPT_STATES = [CallState.INITIATED, CallState.RINGING, CallState.IN_PROGRESS]
+
+
+def calls_sweep(*, now: datetime | None = None) -> SweepReport:
+    """Settle every placed call that should have ended by now but whose end we never heard of
+    (a lost final webhook, a SIP agent that was killed): no hold outlives its call.
+
+    A call is taken once it is CALL_SWEEP_GRACE_SECONDS past `live_until` (ring time plus time
+    limit plus a minute, after which the provider has ended it). The provider's own record is
+    asked for and, if the call has ended there, settles it. A call the provider still cannot
+    tell about CALL_SWEEP_GIVE_UP_SECONDS past `live_until` is settled by the rule: answered,
+    it is charged its time limit (the most the provider can have let it last); never answered,
+    its hold is released. Such calls are `settled_by` "estimate", for an operator to review.
+    """
+    now = now or timezone.now()
+    report = SweepReport()
+    overdue = (
+        Call.objects.select_related("provider_account")
+        .filter(
+            status__in=SWEPT_STATES,
+            live_until__lt=now - timedelta(seconds=settings.CALL_SWEEP_GRACE_SECONDS),
+        )
+        .order_by("live_until")
+    )
+    for call in overdue.iterator(chunk_size=100):
+        try:
+            _call_sweep_one(call=call, now=now, report=report)
+        except Exception:
+            # One call that cannot be swept (an undecryptable secret, a provider's surprise)
+            # must not keep the calls after it from being settled.
+            logger.exception("sweep: call %s left for the next run", call.pk)
+            report.left += 1
+    return report
+
+
+def _call_sweep_one(*, call: Call, now: datetime, report: SweepReport) -> None:
+    provider = get_provider(call.provider)
+    if provider.can_fetch_calls and call.call_sid and call.initiated_at:
+        query = CallRecordQuery(
+            call_id=str(call.pk),
+            call_sid=call.call_sid,
+            to_number=call.to_number,
+            time_limit_seconds=call.time_limit_seconds,
+            placed_at=call.initiated_at,
+        )
+        try:
+            record = provider.fetch_call(query, provider_credentials(call.provider_account))
+        except ProviderError as exc:
+            logger.warning(
+                "sweep: %s could not be asked about call %s: %s", provider.name, call.pk, exc
+            )
+            record = None
+        if record is not None and CallState(record.state) in FINAL_STATES:
+            found = replace(record, raw={**record.raw, "found_by": "sweep"})
+            if call_apply_event(
+                call=call, event=found, source="sweep", settled_by=Settlement.PROVIDER
+            ):
+                report.settled += 1
+            return
+    assert call.live_until is not None  # every call placed since live_until exists has one
+    if now < call.live_until + timedelta(seconds=settings.CALL_SWEEP_GIVE_UP_SECONDS):
+        report.left += 1
+        return
+    if call.answered_at is not None:
+        rule = StatusEvent(
+            CallState.COMPLETED,
+            duration_seconds=call.time_limit_seconds,
+            reason="Never told how it ended: answered, so charged its time limit.",
+        )
+    else:
+        rule = StatusEvent(
+            CallState.FAILED,
+            duration_seconds=0,
+            reason="Never told how it ended: never answered, so its hold was released.",
+        )
+    rule = replace(rule, raw={"found_by": "sweep", "rule": "give up"})
+    if call_apply_event(call=call, event=rule, source="sweep", settled_by=Settlement.ESTIMATE):
+        logger.warning("sweep: call %s settled by the rule: %s", call.pk, rule.reason)
+        report.estimated += 1

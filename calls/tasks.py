@@ -37,3 +37,19 @@ def call_play_simulated(call_id: str, step: int) -> None:
     from calls.services import call_play_simulated
 
     call_play_simulated(call_id=UUID(call_id), step=step)
+
+
+@shared_task(name="calls.tasks.calls_sweep")
+def calls_sweep() -> dict[str, int]:
+    """Settle placed calls whose end we never heard of (calls.services.calls_sweep)."""
+    from calls.services import calls_sweep as sweep
+
+    report = sweep()
+    if report.settled or report.estimated:
+        logger.info(
+            "swept overdue calls: %d settled by their provider, %d by the rule, %d left",
+            report.settled,
+            report.estimated,
+            report.left,
+        )
+    return {"settled": report.settled, "estimated": report.estimated, "left": report.left}

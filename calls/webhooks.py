@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from calls.models import Call
+from calls.models import Call, Settlement
 from calls.selectors import call_for_webhook
 from calls.services import call_apply_event, call_context
 from telephony.models import provider_credentials
@@ -76,7 +76,12 @@ class CallAnswerWebhookApi(WebhookApi):
         if found is None:
             raise exceptions.NotFound("Unknown call.")
         call, provider = found
-        answer = provider.answer(call_context(call), settings.MEDIA_STREAM_URL)
+        if call.is_final:
+            # Over by our books (failed, settled, hung up): it must not reach the assistant.
+            logger.warning("answer webhook for %s call %s: hanging up", call.status, call.pk)
+            answer = provider.answer_with_hangup()
+        else:
+            answer = provider.answer(call_context(call), settings.MEDIA_STREAM_URL)
         return HttpResponse(answer.body, content_type=answer.content_type)
 
     get = post
@@ -98,5 +103,7 @@ class CallStatusWebhookApi(WebhookApi):
             # Another leg of the same call (a connected websocket, a transfer): not its lifecycle.
             logger.info("%s event for another leg of call %s ignored", provider.name, call.pk)
             return Response({"detail": "Ignored: an event for another leg of the call."})
-        applied = call_apply_event(call=call, event=event, source=provider.name)
+        applied = call_apply_event(
+            call=call, event=event, source=provider.name, settled_by=Settlement.WEBHOOK
+        )
         return Response({"detail": "Applied." if applied else "Ignored: already applied."})

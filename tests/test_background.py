@@ -11,6 +11,7 @@ from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 
+from calls import tasks
 from calls.models import Call
 from telephony.providers.sandbox import SandboxProvider
 from tests.celery_worker import celery_worker, wait_for
@@ -22,11 +23,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 BODY = {"from_phone_number": "+15551234567", "to_phone_number": "+15559876543"}
 
 
-def test_the_schedule_reconciles_queued_calls_every_minute() -> None:
-    schedule = settings.CELERY_BEAT_SCHEDULE["reconcile-queued-calls"]
+def test_the_schedule_reconciles_and_sweeps_every_minute() -> None:
+    schedule = settings.CELERY_BEAT_SCHEDULE
 
-    assert schedule["task"] == "calls.tasks.calls_reconcile"
-    assert schedule["schedule"] == 60
+    assert {name: (entry["task"], entry["schedule"]) for name, entry in schedule.items()} == {
+        "reconcile-queued-calls": ("calls.tasks.calls_reconcile", 60),
+        "sweep-overdue-calls": ("calls.tasks.calls_sweep", 60),
+    }
 
 
 def test_a_call_a_dead_request_left_queued_is_settled_by_the_scheduler_alone(tmp_path) -> None:
@@ -68,3 +71,25 @@ def test_a_sandbox_call_plays_out_on_the_worker_with_nobody_reading_it(tmp_path)
     listed = tenant.client.get("/calls?status=completed").json()["results"]
     assert [c["call_id"] for c in listed] == [str(call.pk)]
     assert_money_consistent(tenant.organization)
+
+
+def test_the_sweep_settles_a_call_whose_end_never_came_with_nobody_asking(tmp_path) -> None:
+    tenant = make_tenant()
+    PhoneNumberFactory(organization=tenant.organization, number=BODY["from_phone_number"])
+    with mock.patch.object(tasks.call_play_simulated, "apply_async"):  # the broker lost them
+        assert tenant.client.post("/calls/initiate", BODY, format="json").status_code == 200
+    long_ago = timezone.now() - timedelta(minutes=15)
+    Call.objects.update(initiated_at=long_ago, live_until=long_ago + timedelta(minutes=10))
+    assert Call.objects.get().status == "initiated"
+
+    with celery_worker(tmp_path, beat=True, CALL_SWEEP_INTERVAL_SECONDS="1") as worker:
+        settled = wait_for(lambda: Call.objects.get().status == "completed", timeout=30)
+
+    assert settled, worker.log
+    call = Call.objects.get()
+    assert call.settled_by == "provider"
+    assert call.duration_seconds == SandboxProvider.talk_seconds(
+        call.call_sid, call.time_limit_seconds
+    )
+    assert_money_consistent(tenant.organization)
+    assert "calls.tasks.calls_sweep" in worker.log

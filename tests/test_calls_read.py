@@ -66,6 +66,7 @@ def test_a_call_shows_everything_the_docs_promise(tenant: Tenant, number) -> Non
         "duration_seconds": None,
         "cost_cents": None,
         "end_reason": "",
+        "settled_by": None,
         "error": "",
         "created_at": body["created_at"],
         "initiated_at": body["initiated_at"],
@@ -93,6 +94,7 @@ def test_a_sandbox_call_rings_answers_and_settles_on_its_own_clock(tenant: Tenan
     body = tenant.client.get(f"/calls/{call.pk}").json()
 
     assert body["status"] == "completed"
+    assert body["settled_by"] == "provider"  # the script is the sandbox's own record
     assert body["duration_seconds"] == talk
     assert body["cost_cents"] == -(-talk * 10 // 60)
     assert [e["status"] for e in body["events"]] == ["ringing", "in-progress", "completed"]

@@ -37,12 +37,13 @@ import respx
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from django.db import connection
 from django.test import override_settings
+from django.utils import timezone
 from twilio.request_validator import RequestValidator
 
 from billing.models import Balance, LedgerEntry
 from calls.management.commands.sip_agent import Reporter
 from calls.models import Call, CallEvent
-from calls.services import ReconcileReport, call_reconcile_stale
+from calls.services import ReconcileReport, call_reconcile_stale, calls_sweep
 from telephony import sip_control
 from telephony.models import PhoneNumber, ProviderAccount, SipTrunk
 from telephony.providers import get_provider
@@ -115,6 +116,10 @@ class Driver:
     reports_other_legs: ClassVar[bool] = True
     # Whether it can be asked if it placed a call we never heard back about.
     can_find_calls: ClassVar[bool] = True
+    # Whether it can be asked for its record of a placed call, and that record can say the
+    # call ended and how long it talked (a SIP agent's record only says it still carries it).
+    can_fetch_calls: ClassVar[bool] = True
+    keeps_a_record_of_the_end: ClassVar[bool] = True
 
     def number(self, tenant: Tenant) -> PhoneNumber:
         return PhoneNumberFactory(
@@ -131,6 +136,10 @@ class Driver:
 
     def fail(self, wire: Wire, kind: str) -> tuple[str, Failure]:
         """Make the next dial fail that way; returns the number to dial and what we expect."""
+        raise NotImplementedError
+
+    def keep_record(self, wire: Wire, call: Call, *, talked: int) -> None:
+        """Make the provider's record of `call` (answered) say it ended after `talked` s."""
         raise NotImplementedError
 
     def assert_placed(self, wire: Wire, call: Call) -> None:
@@ -181,6 +190,8 @@ class SandboxDriver(Driver):
     sends_webhooks = False
     plays_out_calls = False
     reports_other_legs = False
+    # Its record is its script, which a test cannot rewrite (tests/test_sweep.py settles from it).
+    keeps_a_record_of_the_end = False
     failures = ("4xx", "timeout")
 
     def number(self, tenant: Tenant) -> PhoneNumber:
@@ -227,6 +238,10 @@ class TwilioDriver(Driver):
     def accept(self, wire: Wire) -> str:
         wire.mock.post(TWILIO_CALLS, json={"sid": self.sid, "status": "queued"}, status=201)
         return self.sid
+
+    def keep_record(self, wire: Wire, call: Call, *, talked: int) -> None:
+        record = {"sid": call.call_sid, "status": "completed", "duration": str(talked)}
+        wire.mock.get(TWILIO_CALLS.replace(".json", f"/{call.call_sid}.json"), json=record)
 
     def fail(self, wire: Wire, kind: str) -> tuple[str, Failure]:
         if kind == "4xx":
@@ -331,6 +346,26 @@ class TelnyxDriver(Driver):
             },
         )
         return self.call_control_id
+
+    def keep_record(self, wire: Wire, call: Call, *, talked: int) -> None:
+        # Telnyx's record says when the call ended, not how long it was answered.
+        assert call.answered_at is not None
+        ended = call.answered_at + timedelta(seconds=talked)
+        wire.mock.get(f"{TELNYX_CALLS}/{call.call_sid}").respond(
+            200,
+            json={
+                "data": {
+                    "call_control_id": call.call_sid,
+                    "call_leg_id": "leg-0123",
+                    "call_session_id": "session-0123",
+                    "is_alive": False,
+                    "record_type": "call",
+                    "call_duration": talked + 7,  # since it was dialled, ringing included
+                    "start_time": (call.answered_at - timedelta(seconds=7)).isoformat(),
+                    "end_time": ended.isoformat(),
+                }
+            },
+        )
 
     def fail(self, wire: Wire, kind: str) -> tuple[str, Failure]:
         route = wire.mock.post(TELNYX_CALLS)
@@ -482,6 +517,19 @@ class VonageDriver(Driver):
         )
         return self.call_uuid
 
+    def keep_record(self, wire: Wire, call: Call, *, talked: int) -> None:
+        record = {
+            "uuid": call.call_sid,
+            "conversation_uuid": "CON-f972836a-550f-45fa-956c-12a2ab5b7d22",
+            "to": {"type": "phone", "number": TO.removeprefix("+")},
+            "from": {"type": "phone", "number": FROM.removeprefix("+")},
+            "status": "completed",
+            "direction": "outbound",
+            "duration": str(talked),
+            "_links": {"self": {"href": f"/v1/calls/{call.call_sid}"}},
+        }
+        wire.mock.get(f"{VONAGE_CALLS}/{call.call_sid}", json=record)
+
     def fail(self, wire: Wire, kind: str) -> tuple[str, Failure]:
         if kind == "4xx":
             wire.mock.post(
@@ -607,6 +655,7 @@ class SipDriver(Driver):
     agent delivers them, through its reporter, not as webhooks."""
 
     name = "sip"
+    keeps_a_record_of_the_end = False
     sends_webhooks = False
     reports_other_legs = False
     timeline = ["ringing", "in-progress", "completed"]
@@ -804,12 +853,14 @@ def test_a_provider_says_what_its_driver_expects_it_to_do(driver: Driver) -> Non
     assert {
         "sends_webhooks": provider.sends_webhooks,
         "can_find_calls": provider.can_find_calls,
+        "can_fetch_calls": provider.can_fetch_calls,
         # A simulated call dials nobody, and nothing reaches us from outside about it.
         "dials_over_the_wire": not provider.simulates_calls,
         "plays_out_calls": not provider.simulates_calls,
     } == {
         "sends_webhooks": driver.sends_webhooks,
         "can_find_calls": driver.can_find_calls,
+        "can_fetch_calls": driver.can_fetch_calls,
         "dials_over_the_wire": driver.dials_over_the_wire,
         "plays_out_calls": driver.plays_out_calls,
     }
@@ -959,6 +1010,48 @@ def test_the_full_lifecycle_settles_the_exact_cost_once(
     ]
     balance = Balance.objects.get(organization=tenant.organization)
     assert (balance.balance_cents, balance.held_cents) == (10_000 - 21, 0)
+    assert_money_consistent(tenant.organization)
+
+
+@pytest.mark.parametrize("driver", drivers(where="sends_webhooks"))
+def test_the_answer_webhook_of_a_call_that_is_over_hands_nothing_to_the_assistant(
+    client, tenant: Tenant, driver: Driver, placed: Call
+) -> None:
+    for webhook in driver.lifecycle(placed):
+        driver.report(client, placed, webhook)
+    assert driver.report(client, placed, driver.event(placed, "completed", duration=5))[0] == 200
+
+    path = f"/webhooks/calls/{placed.pk}/answer"
+    response = signed(client, driver, path, driver.answer_request(placed))
+
+    hang_up = get_provider(driver.name).answer_with_hangup()
+    assert response.status_code == 200
+    assert (response["Content-Type"], response.content.decode()) == (
+        hang_up.content_type,
+        hang_up.body,
+    )
+    assert MEDIA_STREAM_URL not in response.content.decode()
+
+
+@pytest.mark.parametrize("driver", drivers(where="keeps_a_record_of_the_end"))
+def test_a_call_whose_end_never_reached_us_is_settled_from_the_providers_record(
+    client, tenant: Tenant, driver: Driver, placed: Call
+) -> None:
+    for webhook in driver.lifecycle(placed):  # up to the answer; the end is lost
+        assert driver.report(client, placed, webhook)[0] == 200
+    Call.objects.filter(pk=placed.pk).update(live_until=timezone.now() - timedelta(minutes=5))
+    placed.refresh_from_db()
+    assert placed.status == "in-progress"
+
+    with driver.wire() as wire:
+        driver.keep_record(wire, placed, talked=125)
+        report = calls_sweep()
+
+    assert (report.settled, report.left) == (1, 0)
+    placed.refresh_from_db()
+    assert (placed.status, placed.duration_seconds, placed.cost_cents) == ("completed", 125, 21)
+    assert placed.settled_by == "provider"
+    assert CallEvent.objects.filter(call=placed).last().source == "sweep"
     assert_money_consistent(tenant.organization)
 
 

@@ -242,3 +242,20 @@ def test_a_status_for_an_unknown_call_is_acknowledged_and_ignored(client, db) ->
 
     assert response.status_code == 200
     assert response.json() == {"detail": "Ignored: unknown call."}
+
+
+@responses.activate
+def test_the_answer_webhook_of_a_failed_call_hangs_up_instead_of_connecting(
+    tenant: Tenant, number
+) -> None:
+    responses.post(CALLS_URL, json={"code": 21215, "message": "Not permitted."}, status=400)
+    assert initiate(tenant).status_code == 502
+    call = Call.objects.get()
+    assert call.status == "failed"
+
+    response = signed_post(tenant.client, f"/webhooks/calls/{call.pk}/answer", {"CallSid": "CA1"})
+
+    assert response.status_code == 200
+    assert response.content.decode() == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup /></Response>'
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -107,6 +108,17 @@ class ScriptStep:
 
 
 @dataclass(frozen=True)
+class CallRecordQuery:
+    """A placed call whose end we never heard of: what does the provider's record say?"""
+
+    call_id: str
+    call_sid: str  # the provider's id for it
+    to_number: str  # E.164
+    time_limit_seconds: int
+    placed_at: datetime  # when the provider accepted it
+
+
+@dataclass(frozen=True)
 class PlacedCallQuery:
     """A call we recorded but never heard back about: did the provider place it?"""
 
@@ -135,6 +147,8 @@ class Provider:
     account_optional: ClassVar[bool] = False
     # It can be asked whether it placed a call we never heard back about (`find_calls`).
     can_find_calls: ClassVar[bool] = False
+    # It can be asked for its own record of a placed call (`fetch_call`): state and duration.
+    can_fetch_calls: ClassVar[bool] = False
     # Its calls play out from a script (`call_script`) on our own worker, not at a provider.
     simulates_calls: ClassVar[bool] = False
     # Its calls are reported by signed webhooks (SIP calls by the agent, sandbox calls by no one).
@@ -152,6 +166,12 @@ class Provider:
         """For a provider that `can_find_calls`: its calls that may be the one placed for
         `query`, oldest first, each as its latest state (empty: it placed none). Raises
         ProviderError when the provider cannot be asked now."""
+        raise NotImplementedError
+
+    def fetch_call(self, query: CallRecordQuery, account: Account) -> StatusEvent | None:
+        """For a provider that `can_fetch_calls`: the call as its own record has it now (a
+        final state with the billed duration once it has ended), or None when it has no record
+        of the call. Raises ProviderError when it cannot be asked now."""
         raise NotImplementedError
 
     def call_script(
@@ -173,3 +193,8 @@ class Provider:
     def answer(self, context: CallContext, media_stream_url: str) -> WebhookAnswer:
         """Instructions that hand an answered call to the assistant's media stream."""
         raise NotImplementedError
+
+    def answer_with_hangup(self) -> WebhookAnswer:
+        """Instructions that end an answered call at once, handing it to no one (a call that is
+        over by our books). Providers with no answer document of their own say it in JSON."""
+        return WebhookAnswer(body=json.dumps({"hangup": True}), content_type="application/json")

@@ -16,10 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from dataclasses import replace
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
 
 from telephony.providers.base import (
     Account,
     CallContext,
+    CallRecordQuery,
     OutboundCall,
     PlacedCallQuery,
     Provider,
@@ -40,6 +46,7 @@ OUTCOME_AT = 6
 class SandboxProvider(Provider):
     account_optional = True
     can_find_calls = True
+    can_fetch_calls = True
     simulates_calls = True
     sends_webhooks = False
 
@@ -53,6 +60,21 @@ class SandboxProvider(Provider):
     def find_calls(self, query: PlacedCallQuery, account: Account) -> list[StatusEvent]:
         # Nothing is dialled outside this process: a call that never got its id was never placed.
         return []
+
+    def fetch_call(self, query: CallRecordQuery, account: Account) -> StatusEvent | None:
+        """Where the call's script has got to by now (the worker plays it; this is for a call
+        whose played steps were lost)."""
+        elapsed = (timezone.now() - query.placed_at).total_seconds() * settings.SANDBOX_TIME_SCALE
+        script = self.call_script(
+            call_sid=query.call_sid,
+            to_number=query.to_number,
+            time_limit_seconds=query.time_limit_seconds,
+        )
+        reached = [step for step in script if step.at_seconds <= elapsed]
+        if not reached:
+            return StatusEvent(state=CallState.INITIATED, provider_call_id=query.call_sid)
+        step = reached[-1]
+        return replace(step.event, occurred_at=query.placed_at + timedelta(seconds=step.at_seconds))
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         # Nothing outside this process speaks for the sandbox.

@@ -17,6 +17,7 @@ from telephony import sip_control
 from telephony.providers.base import (
     Account,
     CallContext,
+    CallRecordQuery,
     OutboundCall,
     PlacedCallQuery,
     Provider,
@@ -36,6 +37,7 @@ class SipProvider(Provider):
     # The credentials live on the organization's SipTrunks, which the agent reads.
     account_optional = True
     can_find_calls = True
+    can_fetch_calls = True
     # The agent reports each call's states through the calls services.
     sends_webhooks = False
 
@@ -89,12 +91,22 @@ class SipProvider(Provider):
         """Asks every agent whether it is placing the call. The agents report a call's states
         themselves from the first 180 on, so one still `queued` is only ever one being dialled
         right now or one never dialled."""
+        return self._ask_agents(query.call_id)
+
+    def fetch_call(self, query: CallRecordQuery, account: Account) -> StatusEvent | None:
+        """The agent carrying the call says where it is; no agent carrying it means no record
+        (its agent stopped, or the end was reported and lost), which the sweep settles by its
+        rule once the call is long over."""
+        found = self._ask_agents(query.call_id)
+        return found[0] if found else None
+
+    def _ask_agents(self, call_id: str) -> list[StatusEvent]:
         found: list[StatusEvent] = []
         for address in settings.SIP_AGENTS:
             try:
                 answer = sip_control.request(
                     address,
-                    {"op": "find", "call_id": query.call_id},
+                    {"op": "find", "call_id": call_id},
                     timeout=settings.SIP_AGENT_TIMEOUT_SECONDS,
                 )
             except (sip_control.AgentUnreachable, sip_control.AgentTimedOut) as exc:

@@ -23,6 +23,7 @@ from telephony.providers.base import (
     Account,
     AccountField,
     CallContext,
+    CallRecordQuery,
     OutboundCall,
     Provider,
     ProviderError,
@@ -127,6 +128,9 @@ class TelnyxProvider(Provider):
     )
     # Nothing asks Telnyx for its calls yet: a call a crash left queued is failed, not verified.
     can_find_calls = False
+    # Its record (GET /calls/{call_control_id}) says whether the call is alive and when it
+    # ended, not how long it was answered: the talk time is measured from call.answered.
+    can_fetch_calls = True
 
     def client(self, account: Account) -> telnyx.Telnyx:
         timeout = settings.PROVIDER_TIMEOUT_SECONDS / (MAX_RETRIES + 1)
@@ -167,6 +171,27 @@ class TelnyxProvider(Provider):
         if data is None or not data.call_control_id:
             raise ProviderError("Telnyx accepted the call but returned no call id.")
         return str(data.call_control_id)
+
+    def fetch_call(self, query: CallRecordQuery, account: Account) -> StatusEvent | None:
+        try:
+            record = self.client(account).calls.retrieve_status(query.call_sid).data
+        except telnyx.NotFoundError:
+            return None
+        except telnyx.APIStatusError as exc:
+            raise ProviderError(f"Telnyx refused the lookup (HTTP {exc.status_code}).") from exc
+        except telnyx.APIError as exc:
+            raise ProviderError("Could not reach Telnyx.") from exc
+        if record is None:
+            return None
+        if record.is_alive:
+            return StatusEvent(state=CallState.INITIATED, provider_call_id=query.call_sid)
+        return StatusEvent(
+            state=CallState.COMPLETED,
+            provider_call_id=query.call_sid,
+            reason="Telnyx's record: ended",
+            raw={"is_alive": "false", "end_time": str(record.end_time or "")},
+            occurred_at=_timestamp(record.end_time),
+        )
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         public_key = account.settings.get("public_key", "")

@@ -23,6 +23,7 @@ from telephony.providers.base import (
     Account,
     AccountField,
     CallContext,
+    CallRecordQuery,
     OutboundCall,
     PlacedCallQuery,
     Provider,
@@ -66,6 +67,7 @@ class TwilioProvider(Provider):
         AccountField("auth_token", "Auth token", secret=True),
     )
     can_find_calls = True
+    can_fetch_calls = True
 
     def client(self, account: Account) -> Client:
         client = Client(
@@ -131,6 +133,24 @@ class TwilioProvider(Provider):
             for c in candidates
         ]
 
+    def fetch_call(self, query: CallRecordQuery, account: Account) -> StatusEvent | None:
+        try:
+            record = self.client(account).calls(query.call_sid).fetch()
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return None
+            raise ProviderError(f"Twilio refused the lookup (HTTP {exc.status}).") from exc
+        except (requests.RequestException, TwilioException) as exc:
+            raise ProviderError("Could not reach Twilio.") from exc
+        status = str(record.status)
+        return StatusEvent(
+            state=STATES.get(status, CallState.INITIATED),
+            provider_call_id=str(record.sid),
+            duration_seconds=whole_seconds(record.duration),
+            reason=f"Twilio's record: {status}",
+            raw={"CallStatus": status, "CallDuration": str(record.duration or "")},
+        )
+
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         signature = request.headers.get(SIGNATURE_HEADER, "")
         if not signature:
@@ -164,6 +184,11 @@ class TwilioProvider(Provider):
                 if form.get(key)
             },
         )
+
+    def answer_with_hangup(self) -> WebhookAnswer:
+        response = VoiceResponse()
+        response.hangup()
+        return WebhookAnswer(body=str(response), content_type="application/xml")
 
     def answer(self, context: CallContext, media_stream_url: str) -> WebhookAnswer:
         response = VoiceResponse()

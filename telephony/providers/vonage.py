@@ -12,6 +12,7 @@ import time
 from functools import lru_cache
 
 import jwt
+import pydantic
 import requests
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -28,6 +29,7 @@ from telephony.providers.base import (
     Account,
     AccountField,
     CallContext,
+    CallRecordQuery,
     OutboundCall,
     Provider,
     ProviderError,
@@ -95,6 +97,7 @@ class VonageProvider(Provider):
     )
     # Nothing asks Vonage for its calls yet: a call a crash left queued is failed, not verified.
     can_find_calls = False
+    can_fetch_calls = True
 
     def voice(self, account: Account) -> Voice:
         # A client per call: the SDK's HttpClient keeps the Authorization header in a dict shared
@@ -150,6 +153,28 @@ class VonageProvider(Provider):
             raise ProviderError("Could not reach Vonage.") from exc
         return str(created.uuid)
 
+    def fetch_call(self, query: CallRecordQuery, account: Account) -> StatusEvent | None:
+        try:
+            record = self.voice(account).get_call(query.call_sid)
+        except HttpRequestError as exc:
+            if exc.response.status_code == 404:
+                return None
+            raise ProviderError(
+                f"Vonage refused the lookup (HTTP {exc.response.status_code})."
+            ) from exc
+        except (requests.RequestException, VonageError) as exc:
+            raise ProviderError("Could not reach Vonage.") from exc
+        except pydantic.ValidationError as exc:
+            raise ProviderError("Vonage's record of the call is not one we can read.") from exc
+        status = str(record.status)
+        return StatusEvent(
+            state=STATES.get(status, CallState.INITIATED),
+            provider_call_id=str(record.uuid),
+            duration_seconds=whole_seconds(str(record.duration or "")),
+            reason=f"Vonage's record: {status}",
+            raw={"status": status, "duration": str(record.duration or "")},
+        )
+
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         secret = account.secrets.get("signature_secret", "")
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -199,6 +224,10 @@ class VonageProvider(Provider):
                 if event.get(key)
             },
         )
+
+    def answer_with_hangup(self) -> WebhookAnswer:
+        # Vonage ends a call whose NCCO has no action left: an empty one ends it at once.
+        return WebhookAnswer(body="[]", content_type="application/json")
 
     def answer(self, context: CallContext, media_stream_url: str) -> WebhookAnswer:
         endpoint = WebsocketEndpoint(

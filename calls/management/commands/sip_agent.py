@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
-from calls.models import Call
+from calls.models import Call, Settlement
 from calls.services import call_apply_event
 from telephony import sip_control
 from telephony.models import SipTrunk
@@ -94,7 +94,9 @@ class Reporter:
         if call is None:
             logger.warning("event for unknown call %s dropped", call_id)
             return "Ignored: unknown call."
-        applied = call_apply_event(call=call, event=event, source="sip")
+        applied = call_apply_event(
+            call=call, event=event, source="sip", settled_by=Settlement.AGENT
+        )
         if not applied and event.state in (CallState.RINGING, CallState.IN_PROGRESS):
             call.refresh_from_db(fields=["status"])
             if call.is_final:
