@@ -19,4 +19,6 @@ class DomainError(Exception):
 
     def __init__(self, message: str | None = None) -> None:
         self.message = self.default_message if message is None else message
+        # What the error body carries beside `detail`, e.g. the id of a call to follow.
+        self.extra: dict[str, str] = {}
         super().__init__(self.message)

@@ -82,6 +82,7 @@ def first_error_message(detail: Any, field: str | None = None) -> str:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    extra = exc.extra if isinstance(exc, DomainError) else {}
     if isinstance(exc, DomainError):
         exc = as_api_exception(exc)
     response = exception_handler(exc, context)
@@ -96,6 +97,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         response.data = {"detail": str(response.data["detail"])}
     else:
         response.data = {"detail": first_error_message(response.data)}
+    if extra:
+        response.data.update(extra)
     return response
 
 

@@ -4,6 +4,8 @@ maps them to statuses in burki.exceptions). The 403s are the permission classes'
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from burki.errors import DomainError
 
 
@@ -41,8 +43,19 @@ class ProviderFailed(DomainError):
 
 
 class ProviderTimedOut(DomainError):
+    """We stopped waiting, which says nothing of whether the provider placed the call: the call
+    is kept (`unknown`, its hold too) for its webhooks or the sweep to settle."""
+
     code = "provider_timeout"
-    default_message = "The telephony provider did not answer in time; the call was not placed."
+    default_message = (
+        "The telephony provider did not answer in time; the call may have been placed. "
+        "Follow it at GET /calls/{call_id}."
+    )
+
+    def __init__(self, call_id: UUID | str | None = None) -> None:
+        super().__init__()
+        if call_id is not None:
+            self.extra["call_id"] = str(call_id)
 
 
 class ProviderUnavailable(DomainError):

@@ -41,6 +41,7 @@ from calls.errors import (
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
     ProviderFailed,
+    ProviderTimedOut,
 )
 from calls.models import Call, IdempotencyKey
 from calls.services import call_initiated_body
@@ -128,6 +129,11 @@ def _answer_from_call(call: Call) -> Replay | None:
     yet, the call is still queued until `reconcile_calls` settles it)."""
     if call.status == CallState.QUEUED:
         return None
+    if call.status == CallState.UNKNOWN:
+        timed_out = ProviderTimedOut(call.pk)
+        return Replay(
+            status.HTTP_504_GATEWAY_TIMEOUT, {"detail": timed_out.message, **timed_out.extra}
+        )
     if call.status == CallState.FAILED and not call.call_sid:
         detail = call.error or ProviderFailed.default_message
         return Replay(status.HTTP_502_BAD_GATEWAY, {"detail": detail})

@@ -12,11 +12,13 @@ from drf_spectacular.utils import (
     OpenApiResponse,
     extend_schema,
 )
+from rest_framework import serializers
 
 from burki.schema import (
     AUTHENTICATION_ERRORS,
     RETRY_AFTER,
     WWW_AUTHENTICATE,
+    ErrorSerializer,
     SerializerClass,
     error_response,
     method_not_allowed,
@@ -28,6 +30,7 @@ from calls.errors import (
     IdempotencyKeyInFlight,
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
+    ProviderTimedOut,
     TooManyConcurrentCalls,
 )
 from telephony.states import CallState
@@ -63,6 +66,12 @@ IDEMPOTENT_REPLAYED = OpenApiParameter(
         "`Idempotency-Key`; absent otherwise."
     ),
 )
+
+
+class TimedOutErrorSerializer(ErrorSerializer):
+    """The 504 of POST /calls/initiate: the error body, and the call it may have placed."""
+
+    call_id = serializers.UUIDField(help_text="The call that may have been placed: follow it.")
 
 
 def initiate_call(*, request: SerializerClass, response: SerializerClass) -> Any:
@@ -213,13 +222,26 @@ def initiate_call(*, request: SerializerClass, response: SerializerClass) -> Any
                     "The telephony provider is not available right now; try again shortly.",
                 ),
             ),
-            504: error_response(
-                "The telephony provider did not answer in time. The call is recorded as "
-                "`failed` and the held money is released.",
-                (
-                    "Provider timed out",
-                    "The telephony provider did not answer in time; the call was not placed.",
+            504: OpenApiResponse(
+                response=TimedOutErrorSerializer,
+                description=(
+                    "The telephony provider did not answer in time, so the call may have been "
+                    "placed: it is kept, `unknown`, with its hold, and `call_id` says which it "
+                    "is. Follow it at `GET /calls/{call_id}`: its first webhook makes it "
+                    "`initiated` (or further); if the provider placed nothing it ends `failed` "
+                    "and the money is released. Do not retry with a new Idempotency-Key: that "
+                    "could ring the callee twice."
                 ),
+                examples=[
+                    OpenApiExample(
+                        "Provider timed out",
+                        value={
+                            "detail": ProviderTimedOut.default_message,
+                            "call_id": "5f0c6a8e-8d51-4b8e-9a57-1f1b7c2d9e3a",
+                        },
+                        response_only=True,
+                    )
+                ],
             ),
         },
     )

@@ -204,14 +204,19 @@ def call_initiate(
     try:
         call_sid = provider.place_call(outbound, account)
     except ProviderError as exc:
+        if exc.timeout:
+            # Unknown, not failed: the provider may have placed it after we stopped waiting.
+            if not call_mark_unknown(call=call, error=str(exc)):
+                logger.warning("call %s placed despite %s: %s", call.pk, provider.name, exc)
+                call.refresh_from_db()
+                return call
+            raise ProviderTimedOut(call.pk) from exc
         if not call_fail(call=call, error=str(exc)):
             # The provider's own events moved the call on while its API answered with an
-            # error or a time-out: the call exists, so it is answered as placed, not failed.
+            # error: the call exists, so it is answered as placed, not failed.
             logger.warning("call %s placed despite %s: %s", call.pk, provider.name, exc)
             call.refresh_from_db()
             return call
-        if exc.timeout:
-            raise ProviderTimedOut() from exc
         if exc.unavailable:
             raise ProviderUnavailable(str(exc)) from exc
         raise ProviderFailed(str(exc)) from exc
@@ -251,13 +256,32 @@ def call_initiated_body(call: Call) -> dict[str, str]:
     }
 
 
-def call_fail(*, call: Call, error: str) -> bool:
-    """A call the provider never placed: mark it failed and give the whole hold back."""
+# Recorded, and either not yet asked of the provider or not known to be placed by it.
+UNPLACED_STATES = [CallState.QUEUED, CallState.UNKNOWN]
+
+
+def call_mark_unknown(*, call: Call, error: str) -> bool:
+    """The provider did not answer in time: it may have placed the call. Keep the call and its
+    hold; its first webhook adopts it, and reconcile and the sweep ask the provider."""
+    now = timezone.now()
+    claimed = Call.objects.filter(pk=call.pk, status=CallState.QUEUED).update(
+        status=CallState.UNKNOWN, error=error[:1000], updated_at=now
+    )
+    if claimed:
+        call.status, call.error = CallState.UNKNOWN, error[:1000]
+    return bool(claimed)
+
+
+def call_fail(*, call: Call, error: str, settled_by: str = Settlement.PROVIDER) -> bool:
+    """A call the provider never placed: mark it failed and give the whole hold back.
+    `settled_by` is the provider (it refused, or said it placed nothing) unless we only
+    assumed so (ESTIMATE)."""
     with transaction.atomic():
-        claimed = Call.objects.filter(pk=call.pk, status=CallState.QUEUED).update(
+        claimed = Call.objects.filter(pk=call.pk, status__in=UNPLACED_STATES).update(
             status=CallState.FAILED,
             error=error[:1000],
             cost_cents=0,
+            settled_by=settled_by,
             ended_at=timezone.now(),
             updated_at=timezone.now(),
         )
@@ -279,7 +303,9 @@ def call_apply_event(
     event's figures; `settled_by` says what they are).
 
     Claimed, not assumed: the row changes only if it is still in an earlier state, so a repeated
-    or late event changes nothing and a finished call is never charged twice.
+    or late event changes nothing and a finished call is never charged twice. One exception: a
+    call that ended answered but whose talk time waits on its answer (a provider that reports no
+    duration, whose hangup came before its answer) is settled when the late answer arrives.
     """
     target = CallState(event.state)
     now = timezone.now()
@@ -290,37 +316,48 @@ def call_apply_event(
         )
     if target == CallState.IN_PROGRESS:
         updates["answered_at"] = event.occurred_at or now
-    charge = 0
-    duration = 0
+    ended_at = event.occurred_at or now
+    # The talk time is measured from the answer, which we have not heard of (yet).
+    measured = target == CallState.COMPLETED and event.duration_seconds is None
+    awaiting_answer = measured and call.answered_at is None
+    duration = charge = 0
     if target in FINAL_STATES:
-        if target == CallState.COMPLETED:
-            if event.duration_seconds is not None:
-                duration = event.duration_seconds
-            elif call.answered_at is not None:
-                ended = event.occurred_at or now
-                duration = max(0, int((ended - call.answered_at).total_seconds()))
-        duration = min(duration, call.time_limit_seconds)
-        charge = min(
-            cost_cents(seconds=duration, rate_cents_per_minute=call.rate_cents_per_minute),
-            call.hold_cents,
-        )
-        updates.update(
-            ended_at=event.occurred_at or now,
-            duration_seconds=duration,
-            cost_cents=charge,
-            end_reason=event.reason[:200],
-            settled_by=settled_by,
-        )
+        updates.update(ended_at=ended_at, end_reason=event.reason[:200])
+        if not awaiting_answer:
+            if target == CallState.COMPLETED:
+                duration = event.duration_seconds or 0
+                if measured:
+                    duration = _talk_seconds(call.answered_at, ended_at)
+            duration, charge = _duration_and_charge(call, duration)
+            updates.update(duration_seconds=duration, cost_cents=charge, settled_by=settled_by)
 
     with transaction.atomic():
         claimed = Call.objects.filter(pk=call.pk, status__in=states_before(target)).update(
             **updates
         )
         if not claimed:
+            if target == CallState.IN_PROGRESS:
+                return _call_settle_on_late_answer(
+                    call=call, event=event, answered_at=ended_at, source=source
+                )
             return False
         CallEvent.objects.create(
             call_id=call.pk, status=target, source=source, detail=dict(event.raw)
         )
+        if awaiting_answer:
+            # Our copy of the call may predate its answer, applied since we read it; the row is
+            # ours (locked by the claim) until the commit.
+            answered_at = (
+                Call.objects.filter(pk=call.pk).values_list("answered_at", flat=True).get()
+            )
+            if answered_at is None:
+                # Settled when the answer arrives, or by the sweep if it never does.
+                call.status = target
+                return True
+            duration, charge = _duration_and_charge(call, _talk_seconds(answered_at, ended_at))
+            Call.objects.filter(pk=call.pk).update(
+                duration_seconds=duration, cost_cents=charge, settled_by=settled_by
+            )
         if target in FINAL_STATES:
             balance_settle(
                 organization_id=call.organization_id,
@@ -331,6 +368,53 @@ def call_apply_event(
     call.status = target
     if target in FINAL_STATES:
         call.duration_seconds, call.cost_cents = duration, charge
+    return True
+
+
+def _talk_seconds(answered_at: datetime | None, ended_at: datetime) -> int:
+    if answered_at is None:
+        return 0
+    return max(0, int((ended_at - answered_at).total_seconds()))
+
+
+def _duration_and_charge(call: Call, seconds: int) -> tuple[int, int]:
+    """The billed seconds (never past the time limit) and their cost (never past the hold)."""
+    duration = min(seconds, call.time_limit_seconds)
+    charge = cost_cents(seconds=duration, rate_cents_per_minute=call.rate_cents_per_minute)
+    return duration, min(charge, call.hold_cents)
+
+
+def _call_settle_on_late_answer(
+    *, call: Call, event: StatusEvent, answered_at: datetime, source: str
+) -> bool:
+    """The answer of a call that has already ended, answered, waiting for it to be measured."""
+    filled = Call.objects.filter(
+        pk=call.pk,
+        status=CallState.COMPLETED,
+        answered_at__isnull=True,
+        cost_cents__isnull=True,
+    ).update(answered_at=answered_at)
+    if not filled:
+        return False  # a repeated or late event, as any other
+    row = Call.objects.get(pk=call.pk)
+    assert row.ended_at is not None  # it ended: that is what it was waiting in
+    duration, charge = _duration_and_charge(row, _talk_seconds(answered_at, row.ended_at))
+    Call.objects.filter(pk=call.pk).update(
+        duration_seconds=duration, cost_cents=charge, settled_by=Settlement.WEBHOOK
+    )
+    CallEvent.objects.create(
+        call_id=call.pk,
+        status=CallState.IN_PROGRESS,
+        source=source,
+        detail={**event.raw, "arrived_after_the_end": True},
+    )
+    balance_settle(
+        organization_id=row.organization_id,
+        call_id=row.pk,
+        held_cents=row.hold_cents,
+        charge_cents=charge,
+    )
+    call.duration_seconds, call.cost_cents = duration, charge
     return True
 
 
@@ -395,7 +479,9 @@ def _call_adopt(*, call: Call, event: StatusEvent, source: str) -> bool:
     now = timezone.now()
     try:
         with transaction.atomic():
-            claimed = Call.objects.filter(pk=call.pk, status=CallState.QUEUED, call_sid="").update(
+            claimed = Call.objects.filter(
+                pk=call.pk, status__in=UNPLACED_STATES, call_sid=""
+            ).update(
                 call_sid=event.provider_call_id,
                 status=CallState.INITIATED,
                 initiated_at=now,
@@ -423,22 +509,27 @@ def _call_adopt(*, call: Call, event: StatusEvent, source: str) -> bool:
 
 
 def call_reconcile_stale(*, grace_seconds: int | None = None) -> ReconcileReport:
-    """Settle calls left `queued` by a request that died between recording the call and hearing
-    back from the provider (a killed worker, a crash, a deploy).
+    """Settle calls whose request never learned whether the provider placed them: left `queued`
+    by a request that died (a killed worker, a crash, a deploy), or `unknown` after the provider
+    did not answer in time.
 
-    A queued call older than the grace period is looked up at its provider: if the provider
+    Such a call older than the grace period is looked up at its provider: if the provider
     placed it, we adopt the provider's call (its webhooks then settle the money as usual);
-    if it did not, the call is marked failed and its hold released. A provider that offers no
-    reliable lookup gets the safe default, failed and released, and the call's error says that
-    it was not verified. While the provider cannot be asked, the call waits for the next run,
-    but never past its time limit: by then any real call has ended and the hold comes back.
+    if it did not, the call is marked failed and its hold released. A provider's call is adopted
+    only when it is provably ours: here, the one call between the same numbers that the provider
+    created while our request waited for it, with no other call of ours made on those numbers
+    then. Anything less certain waits for the call's own webhook (our call id is in its URL) or
+    the sweep's rule. A queued call of a provider that offers no lookup is failed and released,
+    its error saying it was not verified; an unknown one waits for its webhook or the sweep.
+    While the provider cannot be asked, a queued call waits for the next run, but never past its
+    time limit: by then any real call has ended and the hold comes back.
     """
     grace = settings.CALL_RECONCILE_GRACE_SECONDS if grace_seconds is None else grace_seconds
     now = timezone.now()
     report = ReconcileReport()
     stale = (
         Call.objects.select_related("provider_account")
-        .filter(status=CallState.QUEUED, created_at__lt=now - timedelta(seconds=grace))
+        .filter(status__in=UNPLACED_STATES, created_at__lt=now - timedelta(seconds=grace))
         .order_by("created_at")
     )
     for call in stale.iterator(chunk_size=100):
@@ -457,17 +548,24 @@ def _call_reconcile_one(*, call: Call, now: datetime, grace: int, report: Reconc
     """One stale queued call: adopted, failed with its hold released, or left for the next run."""
     provider = get_provider(call.provider)
     account = provider_credentials(call.provider_account)
+    # Our request can only have made the provider create a call while it waited for the answer.
+    waited = timedelta(seconds=settings.PROVIDER_TIMEOUT_SECONDS)
     query = PlacedCallQuery(
         call_id=str(call.pk),
         from_number=call.from_number,
         to_number=call.to_number,
         not_before=call.created_at,
+        not_after=call.created_at + waited,
     )
     if not provider.can_find_calls:
+        if call.status == CallState.UNKNOWN:
+            report.left += 1  # its webhook adopts it, or the sweep's rule settles it
+            return
         report.failed += call_fail(
             call=call,
             error=f"The request stopped before {provider.label} answered, and "
             f"{provider.label} cannot be asked whether it placed the call (not verified).",
+            settled_by=Settlement.ESTIMATE,
         )
         return
     try:
@@ -476,7 +574,7 @@ def _call_reconcile_one(*, call: Call, now: datetime, grace: int, report: Reconc
         over = call.created_at + timedelta(
             seconds=call.time_limit_seconds + settings.CALL_RING_TIMEOUT_SECONDS + grace
         )
-        if now < over:
+        if now < over or call.status == CallState.UNKNOWN:
             logger.warning("reconcile: call %s left for the next run: %s", call.pk, exc)
             report.left += 1
         else:
@@ -484,6 +582,7 @@ def _call_reconcile_one(*, call: Call, now: datetime, grace: int, report: Reconc
                 call=call,
                 error=f"The request stopped before {provider.label} answered, and "
                 f"{provider.label} could not be asked before the call's time limit passed.",
+                settled_by=Settlement.ESTIMATE,
             )
         return
     known = set(
@@ -493,8 +592,11 @@ def _call_reconcile_one(*, call: Call, now: datetime, grace: int, report: Reconc
         ).values_list("call_sid", flat=True)
     )
     unknown = [c for c in candidates if c.provider_call_id not in known]
-    if unknown and _call_adopt(call=call, event=unknown[0], source=provider.name):
-        report.adopted += 1
+    if len(unknown) == 1 and not _others_on_the_same_numbers(call=call, waited=waited):
+        if _call_adopt(call=call, event=unknown[0], source=provider.name):
+            report.adopted += 1
+        else:
+            report.left += 1
     elif not unknown:
         report.failed += call_fail(
             call=call,
@@ -511,8 +613,9 @@ class SweepReport:
     left: int = 0  # the provider could not tell yet: tried again on the next run
 
 
-# Placed and not over yet, as far as we have heard (a queued call is reconcile's).
-SWEPT_STATES = [CallState.INITIATED, CallState.RINGING, CallState.IN_PROGRESS]
+# Placed (or perhaps placed) and not over yet, as far as we have heard (a queued call is
+# reconcile's).
+SWEPT_STATES = [CallState.UNKNOWN, CallState.INITIATED, CallState.RINGING, CallState.IN_PROGRESS]
 
 
 def calls_sweep(*, now: datetime | None = None) -> SweepReport:
@@ -544,7 +647,42 @@ def calls_sweep(*, now: datetime | None = None) -> SweepReport:
             # must not keep the calls after it from being settled.
             logger.exception("sweep: call %s left for the next run", call.pk)
             report.left += 1
+    # Ended answered, waiting for their answer to be measured from (call_apply_event), which
+    # never came.
+    unmeasured = Call.objects.filter(
+        status=CallState.COMPLETED,
+        cost_cents__isnull=True,
+        ended_at__lt=now - timedelta(seconds=settings.CALL_SWEEP_GRACE_SECONDS),
+    ).order_by("ended_at")
+    for call in unmeasured.iterator(chunk_size=100):
+        report.estimated += _call_settle_unmeasured(call=call)
     return report
+
+
+def _call_settle_unmeasured(*, call: Call) -> bool:
+    """Charge an answered call whose answer was never heard of the most it can have talked:
+    from when the provider accepted it to its end, within its time limit."""
+    assert call.ended_at is not None
+    start = call.initiated_at or call.created_at
+    duration, charge = _duration_and_charge(call, _talk_seconds(start, call.ended_at))
+    with transaction.atomic():
+        claimed = Call.objects.filter(
+            pk=call.pk, status=CallState.COMPLETED, cost_cents__isnull=True
+        ).update(
+            duration_seconds=duration,
+            cost_cents=charge,
+            settled_by=Settlement.ESTIMATE,
+            end_reason="Its answer was never reported: charged from when it was placed to its end.",
+            updated_at=timezone.now(),
+        )
+        if claimed:
+            balance_settle(
+                organization_id=call.organization_id,
+                call_id=call.pk,
+                held_cents=call.hold_cents,
+                charge_cents=charge,
+            )
+    return bool(claimed)
 
 
 def _call_sweep_one(*, call: Call, now: datetime, report: SweepReport) -> None:
@@ -591,3 +729,19 @@ def _call_sweep_one(*, call: Call, now: datetime, report: SweepReport) -> None:
     if call_apply_event(call=call, event=rule, source="sweep", settled_by=Settlement.ESTIMATE):
         logger.warning("sweep: call %s settled by the rule: %s", call.pk, rule.reason)
         report.estimated += 1
+
+
+def _others_on_the_same_numbers(*, call: Call, waited: timedelta) -> bool:
+    """Whether another call of ours between the same numbers may have been created at the
+    provider while this one's request waited: then a candidate could be either's."""
+    return (
+        Call.objects.filter(
+            provider=call.provider,
+            from_number=call.from_number,
+            to_number=call.to_number,
+            created_at__gte=call.created_at - waited,
+            created_at__lte=call.created_at + waited,
+        )
+        .exclude(pk=call.pk)
+        .exists()
+    )

@@ -7,6 +7,9 @@ class CallState(models.TextChoices):
     """The one lifecycle every provider's events are mapped onto (Twilio's names)."""
 
     QUEUED = "queued", "Queued"  # our row exists; the provider has not been asked yet
+    # The provider did not answer in time (or the connection dropped after we asked): it may
+    # have placed the call. Its first webhook adopts it; the sweep asks the provider.
+    UNKNOWN = "unknown", "Unknown"
     INITIATED = "initiated", "Initiated"  # the provider accepted it and gave us its id
     RINGING = "ringing", "Ringing"
     IN_PROGRESS = "in-progress", "In progress"
@@ -24,10 +27,11 @@ FINAL_STATES = frozenset(
 # Events only move a call forward: a late "ringing" after "in-progress" changes nothing.
 STATE_RANK = {
     CallState.QUEUED: 0,
-    CallState.INITIATED: 1,
-    CallState.RINGING: 2,
-    CallState.IN_PROGRESS: 3,
-    **{state: 4 for state in FINAL_STATES},
+    CallState.UNKNOWN: 1,
+    CallState.INITIATED: 2,
+    CallState.RINGING: 3,
+    CallState.IN_PROGRESS: 4,
+    **{state: 5 for state in FINAL_STATES},
 }
 
 

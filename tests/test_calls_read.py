@@ -198,7 +198,7 @@ def test_an_unknown_status_filter_is_a_400(tenant: Tenant) -> None:
 
     assert response.status_code == 400
     assert response.json()["detail"] == (
-        "status must be one of: queued, initiated, ringing, in-progress, completed, busy, "
+        "status must be one of: queued, unknown, initiated, ringing, in-progress, completed, busy, "
         "no-answer, failed, canceled"
     )
 

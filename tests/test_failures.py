@@ -75,11 +75,13 @@ class TestProviderFailures:
         assert_failed_and_released(tenant, "Could not reach Twilio.")
 
     @responses.activate
-    def test_a_time_out_releases_the_hold(self, tenant: Tenant, number) -> None:
+    def test_a_connection_that_timed_out_sent_nothing_so_it_releases_the_hold(
+        self, tenant: Tenant, number
+    ) -> None:
         responses.post(CALLS_URL, body=requests.exceptions.ConnectTimeout("slow"))
 
-        assert initiate(tenant).status_code == 504
-        assert_failed_and_released(tenant, "Twilio did not answer in time.")
+        assert initiate(tenant).status_code == 503
+        assert_failed_and_released(tenant, "Could not reach Twilio in time.")
 
     def test_an_sdk_bug_is_a_502_that_still_releases_the_hold(self, tenant: Tenant, number):
         with mock.patch("twilio.rest.api.v2010.account.call.CallList.create", side_effect=KeyError):
@@ -172,6 +174,59 @@ class TestACrashAfterTheCommit:
         signed_post(client, f"/webhooks/calls/{call.pk}/status", completed)
         call.refresh_from_db()
         assert (call.status, call.cost_cents) == ("completed", 10)
+        assert_money_consistent(tenant.organization)
+
+    def test_a_call_made_on_the_same_numbers_after_our_request_is_never_adopted(
+        self, tenant: Tenant, crashed_twilio_call: Call, capsys
+    ) -> None:
+        """The customer placed a call of its own on the same account a minute later: it cannot
+        be the one our request made, which Twilio never placed."""
+        call = crashed_twilio_call
+        theirs = self.twilio_call(CALL_SID, "completed", call.created_at + timedelta(minutes=1))
+        with responses.RequestsMock() as mock_twilio:
+            mock_twilio.get(CALLS_URL, json=self.twilio_lists(theirs))
+            out = reconcile(capsys)
+
+        assert out == "Reconciled queued calls: 1 failed, 0 adopted, 0 left for the next run.\n"
+        call.refresh_from_db()
+        assert (call.status, call.call_sid, call.cost_cents) == ("failed", "", 0)
+        assert_money_consistent(tenant.organization)
+
+    def test_two_stuck_calls_on_the_same_numbers_are_left_for_their_own_webhooks(
+        self, client, tenant: Tenant, capsys
+    ) -> None:
+        """Twilio's list cannot say which of two calls between the same numbers is which: each
+        waits for the webhook that names it (our call id is in its URL)."""
+        PhoneNumberFactory(organization=tenant.organization, number="+15551234567", twilio=True)
+
+        def placed_then_died(request):
+            raise KeyboardInterrupt
+
+        for _ in range(2):
+            with responses.RequestsMock() as mock_twilio, pytest.raises(KeyboardInterrupt):
+                mock_twilio.add_callback(responses.POST, CALLS_URL, callback=placed_then_died)
+                initiate(tenant)
+        age_calls()
+        first, second = Call.objects.order_by("created_at")
+        sids = ["CA" + "1" * 32, "CA" + "2" * 32]
+        listed = [
+            self.twilio_call(sid, "in-progress", first.created_at + timedelta(seconds=1))
+            for sid in sids
+        ]
+        with responses.RequestsMock() as mock_twilio:
+            mock_twilio.get(CALLS_URL, json=self.twilio_lists(*listed))
+            out = reconcile(capsys)
+
+        assert out == "Reconciled queued calls: 0 failed, 0 adopted, 2 left for the next run.\n"
+        assert list(Call.objects.values_list("call_sid", flat=True)) == ["", ""]
+        # Each call's own webhook then tells them apart.
+        for call, sid in ((second, sids[0]), (first, sids[1])):
+            ended = {"CallSid": sid, "CallStatus": "completed", "CallDuration": "90"}
+            assert (
+                signed_post(client, f"/webhooks/calls/{call.pk}/status", ended).status_code == 200
+            )
+            call.refresh_from_db()
+            assert (call.call_sid, call.status, call.cost_cents) == (sid, "completed", 15)
         assert_money_consistent(tenant.organization)
 
     def test_a_provider_call_already_known_as_another_call_is_not_adopted(

@@ -67,12 +67,12 @@ def test_an_empty_status_filter_is_a_400_not_a_silent_no_filter(tenant: Tenant) 
 
     assert response.status_code == 400
     assert response.json() == {
-        "detail": "status must be one of: queued, initiated, ringing, in-progress, completed, "
-        "busy, no-answer, failed, canceled",
+        "detail": "status must be one of: queued, unknown, initiated, ringing, in-progress, "
+        "completed, busy, no-answer, failed, canceled",
         "errors": {
             "status": [
-                "status must be one of: queued, initiated, ringing, in-progress, completed, "
-                "busy, no-answer, failed, canceled"
+                "status must be one of: queued, unknown, initiated, ringing, in-progress, "
+                "completed, busy, no-answer, failed, canceled"
             ]
         },
     }

@@ -140,9 +140,12 @@ def test_a_402_is_replayed_even_after_a_top_up(db) -> None:
     assert Call.objects.count() == 1
 
 
-@pytest.mark.parametrize(("to", "status"), [("+15550000500", 502), ("+15550000504", 504)])
+@pytest.mark.parametrize(
+    ("to", "status", "call_status"),
+    [("+15550000500", 502, "failed"), ("+15550000504", 504, "unknown")],
+)
 def test_a_provider_failure_is_replayed_and_never_redialled(
-    tenant: Tenant, number, to: str, status: int
+    tenant: Tenant, number, to: str, status: int, call_status: str
 ) -> None:
     with count_dials() as place_call:
         first = post(tenant, {**BODY, "to_phone_number": to})
@@ -151,8 +154,34 @@ def test_a_provider_failure_is_replayed_and_never_redialled(
     assert first.status_code == again.status_code == status
     assert again.json() == first.json()
     assert place_call.call_count == 1
-    assert Call.objects.get().status == "failed"
+    assert Call.objects.get().status == call_status
     assert_money_consistent(tenant.organization)
+
+
+def test_after_a_time_out_the_replay_names_the_call_that_may_have_been_placed(
+    tenant: Tenant, number
+) -> None:
+    """Even when the request that timed out died before keeping its answer."""
+    with mock.patch("calls.idempotency.idempotency_key_finish"):  # the worker died here
+        first = post(tenant, {**BODY, "to_phone_number": "+15550000504"})
+    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+
+    with count_dials() as place_call:
+        replay = post(tenant, {**BODY, "to_phone_number": "+15550000504"})
+
+    call = Call.objects.get()
+    assert replay.status_code == first.status_code == 504
+    assert (
+        replay.json()
+        == first.json()
+        == {
+            "detail": "The telephony provider did not answer in time; the call may have been "
+            "placed. Follow it at GET /calls/{call_id}.",
+            "call_id": str(call.pk),
+        }
+    )
+    assert place_call.call_count == 0
+    assert call.status == "unknown"
 
 
 def test_a_404_is_replayed(tenant: Tenant) -> None:

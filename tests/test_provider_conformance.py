@@ -41,6 +41,7 @@ from django.utils import timezone
 from twilio.request_validator import RequestValidator
 
 from billing.models import Balance, LedgerEntry
+from calls.errors import ProviderTimedOut
 from calls.management.commands.sip_agent import Reporter
 from calls.models import Call, CallEvent
 from calls.services import ReconcileReport, call_reconcile_stale, calls_sweep
@@ -65,7 +66,7 @@ FROM = "+15551234567"
 TO = "+15559876543"
 PUBLIC_BASE = "https://burki.test"
 MEDIA_STREAM_URL = "wss://media.burki.test/stream"
-TIMED_OUT = {"detail": "The telephony provider did not answer in time; the call was not placed."}
+TIMED_OUT = {"detail": ProviderTimedOut.default_message}  # and the call_id to follow
 
 
 @dataclass(frozen=True)
@@ -717,7 +718,7 @@ class SipDriver(Driver):
             return TO, Failure(503, {"detail": detail})
         if kind == "timeout":
             self.answers.append("hang")
-            error = "The SIP agent did not answer in time; the call was not placed."
+            error = "The SIP agent did not answer in time; it may have placed the call."
             return TO, Failure(504, TIMED_OUT, error=error)
         wire.mock.shutdown()  # refused: no agent listens
         wire.mock.server_close()
@@ -891,7 +892,13 @@ def test_placing_a_call_sends_our_call_id_time_limit_and_callbacks(
     assert_money_consistent(tenant.organization)
 
 
-FAILURES = [pytest.param(d, kind, id=f"{d.name}-{kind}") for d in DRIVERS for kind in d.failures]
+# A time-out is no failure: the provider may have placed the call (see the time-out case below).
+FAILURES = [
+    pytest.param(d, kind, id=f"{d.name}-{kind}")
+    for d in DRIVERS
+    for kind in d.failures
+    if kind != "timeout"
+]
 
 
 @pytest.mark.parametrize(("driver", "kind"), FAILURES)
@@ -918,6 +925,48 @@ def test_a_provider_failure_fails_the_call_and_releases_the_hold(
         .order_by("id")
         .values_list("kind", flat=True)
     ) == ["top_up", "hold", "release"]
+    assert_money_consistent(tenant.organization)
+
+
+@pytest.mark.parametrize("driver", [d for d in drivers() if "timeout" in d.values[0].failures])
+def test_a_time_out_keeps_the_call_and_its_hold_until_the_provider_tells(
+    client, tenant: Tenant, driver: Driver
+) -> None:
+    driver.number(tenant)
+    with driver.wire() as wire:
+        to_number, expected = driver.fail(wire, "timeout")
+        response = initiate(tenant, to_phone_number=to_number)
+
+    call = Call.objects.get()
+    assert (response.status_code, response.json()) == (
+        504,
+        {**expected.body, "call_id": str(call.pk)},
+    )
+    assert (call.status, call.call_sid, call.cost_cents) == ("unknown", "", None)
+    assert call.error == expected.recorded
+    assert list(
+        LedgerEntry.objects.filter(organization=tenant.organization)
+        .order_by("id")
+        .values_list("kind", flat=True)
+    ) == ["top_up", "hold"]
+    assert_money_consistent(tenant.organization)
+
+    if driver.plays_out_calls:
+        # It was placed after all: its own events (our call id is in their URL) adopt it, and
+        # the money settles on them as on any call.
+        for webhook in driver.lifecycle(call):
+            assert driver.report(client, call, webhook)[0] == 200
+        completed = driver.event(call, "completed", duration=125)
+        assert driver.report(client, call, completed) == (200, {"detail": "Applied."})
+        call.refresh_from_db()
+        assert (call.status, call.duration_seconds, call.cost_cents) == ("completed", 125, 21)
+        assert call.call_sid != ""
+    else:
+        # Only a provider that says it placed nothing releases the money.
+        Call.objects.filter(pk=call.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+        assert call_reconcile_stale().failed == 1
+        call.refresh_from_db()
+        assert (call.status, call.cost_cents) == ("failed", 0)
     assert_money_consistent(tenant.organization)
 
 

@@ -753,12 +753,9 @@ def test_an_agent_says_which_calls_it_is_placing(
     while Call.objects.get().status != "ringing" and time.monotonic() < deadline:
         time.sleep(0.05)
     call = Call.objects.get()
-    query = PlacedCallQuery(
-        call_id=str(call.pk), from_number=FROM, to_number=TO, not_before=call.created_at
-    )
-    elsewhere = PlacedCallQuery(
-        call_id=str(uuid.uuid4()), from_number=FROM, to_number=TO, not_before=call.created_at
-    )
+    window = {"not_before": call.created_at, "not_after": call.created_at + timedelta(seconds=10)}
+    query = PlacedCallQuery(call_id=str(call.pk), from_number=FROM, to_number=TO, **window)
+    elsewhere = PlacedCallQuery(call_id=str(uuid.uuid4()), from_number=FROM, to_number=TO, **window)
 
     found = get_provider("sip").find_calls(query, Account())
     not_found = get_provider("sip").find_calls(elsewhere, Account())

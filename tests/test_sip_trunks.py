@@ -195,17 +195,20 @@ def test_an_agent_that_does_not_answer_in_time_is_a_504(tenant: Tenant, settings
         done.set()
         server.close()
 
+    call = Call.objects.get()
     assert response.status_code == 504
     assert response.json() == {
-        "detail": "The telephony provider did not answer in time; the call was not placed."
+        "detail": "The telephony provider did not answer in time; the call may have been "
+        "placed. Follow it at GET /calls/{call_id}.",
+        "call_id": str(call.pk),
     }
-    call = Call.objects.get()
+    # The agent may have dialled: the call is kept, with its hold, for the agent to report.
     assert (call.status, call.error, call.cost_cents) == (
-        "failed",
-        "The SIP agent did not answer in time; the call was not placed.",
-        0,
+        "unknown",
+        "The SIP agent did not answer in time; it may have placed the call.",
+        None,
     )
-    assert Balance.objects.get(organization=tenant.organization).held_cents == 0
+    assert Balance.objects.get(organization=tenant.organization).held_cents == call.hold_cents
     assert_money_consistent(tenant.organization)
 
 

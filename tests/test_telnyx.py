@@ -4,11 +4,14 @@ test_provider_conformance)."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import httpx
 import pytest
 
+from billing.models import LedgerEntry
 from calls.models import Call, CallEvent
+from calls.services import calls_sweep
 from tests.conftest import Tenant, assert_money_consistent
 from tests.test_provider_conformance import (
     TELNYX_CALLS,
@@ -145,25 +148,6 @@ def telnyx_response(status: int, body: dict, *, retry_after: str = "") -> httpx.
     return httpx.Response(status, json=body, headers=headers)
 
 
-def test_a_hangup_that_overtakes_its_answer_charges_nothing(
-    client, tenant: Tenant, placed: Call
-) -> None:
-    # Telnyx reports no talk time; without the answer's time there is nothing to measure from,
-    # and the customer is not charged for time nobody can vouch for.
-    path = f"/webhooks/calls/{placed.pk}/status"
-
-    first = signed(client, telnyx, path, telnyx.event(placed, "completed", duration=90))
-    late = signed(client, telnyx, path, telnyx.event(placed, "in-progress"))
-
-    assert (first.json(), late.json()) == (
-        {"detail": "Applied."},
-        {"detail": "Ignored: already applied."},
-    )
-    placed.refresh_from_db()
-    assert (placed.status, placed.duration_seconds, placed.cost_cents) == ("completed", 0, 0)
-    assert_money_consistent(tenant.organization)
-
-
 def test_a_body_that_is_not_utf8_is_a_403(client, tenant: Tenant, placed: Call) -> None:
     webhook = Webhook(body=b"\xff\xfe not text", content_type="application/json")
 
@@ -175,3 +159,59 @@ def test_a_body_that_is_not_utf8_is_a_403(client, tenant: Tenant, placed: Call) 
     )
     placed.refresh_from_db()
     assert placed.status == "initiated"
+
+
+class TestTalkTimeWhateverTheOrder:
+    """Telnyx reports no duration: talk time runs from call.answered to call.hangup, which may
+    be processed in either order (retries, two workers), or call.answered may be lost."""
+
+    def test_a_hangup_before_its_answer_is_settled_when_the_answer_arrives(
+        self, client, tenant: Tenant, placed: Call
+    ) -> None:
+        path = f"/webhooks/calls/{placed.pk}/status"
+        ended = signed(client, telnyx, path, telnyx.event(placed, "completed", duration=125))
+        placed.refresh_from_db()
+        assert ended.json() == {"detail": "Applied."}
+        assert (placed.status, placed.cost_cents, placed.settled_by) == ("completed", None, None)
+        assert_money_consistent(tenant.organization)  # still held: the talk time is unknown
+
+        answered = signed(client, telnyx, path, telnyx.event(placed, "in-progress"))
+        again = signed(client, telnyx, path, telnyx.event(placed, "in-progress"))
+
+        assert answered.json() == {"detail": "Applied."}
+        assert again.json() == {"detail": "Ignored: already applied."}
+        placed.refresh_from_db()
+        assert (placed.status, placed.duration_seconds, placed.cost_cents) == ("completed", 125, 21)
+        assert placed.settled_by == "webhook"
+        assert (
+            LedgerEntry.objects.filter(call_id=placed.pk, kind="charge").get().amount_cents == -21
+        )
+        assert list(CallEvent.objects.filter(call=placed).values_list("status", flat=True)) == [
+            "completed",
+            "in-progress",
+        ]
+        assert_money_consistent(tenant.organization)
+
+    def test_a_lost_answer_is_charged_from_the_dial_to_the_end_by_the_sweep(
+        self, client, tenant: Tenant, placed: Call
+    ) -> None:
+        path = f"/webhooks/calls/{placed.pk}/status"
+        signed(client, telnyx, path, telnyx.event(placed, "completed", duration=125))
+        placed.refresh_from_db()
+        assert placed.ended_at is not None
+        Call.objects.filter(pk=placed.pk).update(
+            initiated_at=placed.ended_at - timedelta(seconds=200)
+        )
+
+        report = calls_sweep()
+
+        assert report.estimated == 1
+        placed.refresh_from_db()
+        # 200 s (ringing included: the most it can have talked) at 10 cents a minute.
+        assert (placed.duration_seconds, placed.cost_cents, placed.settled_by) == (
+            200,
+            34,
+            "estimate",
+        )
+        assert_money_consistent(tenant.organization)
+        assert calls_sweep().estimated == 0  # settled once

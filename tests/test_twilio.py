@@ -105,7 +105,7 @@ def test_a_twilio_time_out_is_a_504(tenant: Tenant, number) -> None:
     response = initiate(tenant)
 
     assert response.status_code == 504
-    assert Call.objects.get().status == "failed"
+    assert Call.objects.get().status == "unknown"
     assert_money_consistent(tenant.organization)
 
 
@@ -259,3 +259,39 @@ def test_the_answer_webhook_of_a_failed_call_hangs_up_instead_of_connecting(
     assert response.content.decode() == (
         '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup /></Response>'
     )
+
+
+@responses.activate
+def test_a_call_twilio_placed_after_our_time_out_is_followed_and_billed(
+    tenant: Tenant, number
+) -> None:
+    """Twilio accepted the call after we stopped waiting. The client is told the call may have
+    been placed and which it is (not to dial again), the hold stays, and Twilio's webhooks for
+    the call's own URL adopt it and settle it like any other."""
+    import requests
+
+    responses.post(CALLS_URL, body=requests.exceptions.ReadTimeout("read timed out"))
+
+    response = initiate(tenant)
+
+    call = Call.objects.get()
+    assert response.status_code == 504
+    assert response.json()["call_id"] == str(call.pk)
+    assert "may have been placed" in response.json()["detail"]
+    assert (call.status, call.call_sid) == ("unknown", "")
+    path = f"/webhooks/calls/{call.pk}"
+    answer = signed_post(tenant.client, f"{path}/answer", {"CallSid": CALL_SID})
+    assert b"<Connect><Stream" in answer.content  # it is a real call: the assistant takes it
+    for status in ("ringing", "in-progress"):
+        signed_post(tenant.client, f"{path}/status", {"CallSid": CALL_SID, "CallStatus": status})
+    ended = {"CallSid": CALL_SID, "CallStatus": "completed", "CallDuration": "600"}
+    assert signed_post(tenant.client, f"{path}/status", ended).json() == {"detail": "Applied."}
+
+    call.refresh_from_db()
+    assert (call.status, call.call_sid, call.duration_seconds, call.cost_cents) == (
+        "completed",
+        CALL_SID,
+        600,
+        100,
+    )
+    assert_money_consistent(tenant.organization)

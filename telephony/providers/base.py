@@ -126,6 +126,7 @@ class PlacedCallQuery:
     from_number: str  # E.164
     to_number: str  # E.164
     not_before: datetime  # when we recorded it: the provider's call cannot be older
+    not_after: datetime  # when our request stopped waiting: nor can it be younger
 
 
 @dataclass(frozen=True)

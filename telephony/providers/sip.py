@@ -63,7 +63,8 @@ class SipProvider(Provider):
             except sip_control.AgentTimedOut as exc:
                 # Not retried elsewhere: this agent may have dialled already.
                 raise ProviderError(
-                    "The SIP agent did not answer in time; the call was not placed.", timeout=True
+                    "The SIP agent did not answer in time; it may have placed the call.",
+                    timeout=True,
                 ) from exc
             if answer.get("ok"):
                 return str(answer["call_sid"])

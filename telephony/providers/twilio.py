@@ -97,7 +97,11 @@ class TwilioProvider(Provider):
             code = f" (error {exc.code})" if exc.code else ""
             message = exc.msg.removeprefix("Unable to create record: ")
             raise ProviderError(f"Twilio refused the call: {message}{code}") from exc
+        except requests.ConnectTimeout as exc:
+            # Never sent: nothing can have been placed, so it is safe to try again.
+            raise ProviderError("Could not reach Twilio in time.", unavailable=True) from exc
         except requests.Timeout as exc:
+            # Sent, and no answer: Twilio may have placed the call.
             raise ProviderError("Twilio did not answer in time.", timeout=True) from exc
         except (requests.RequestException, TwilioException) as exc:
             logger.warning("twilio request failed: %s", type(exc).__name__)
@@ -119,8 +123,11 @@ class TwilioProvider(Provider):
             raise ProviderError("Could not reach Twilio.") from exc
         # Twilio's timestamps have whole seconds, and clocks differ a little.
         not_before = query.not_before - timedelta(seconds=5)
+        not_after = query.not_after + timedelta(seconds=5)
         candidates = [
-            c for c in found if c.date_created is not None and c.date_created >= not_before
+            c
+            for c in found
+            if c.date_created is not None and not_before <= c.date_created <= not_after
         ]
         candidates.sort(key=lambda c: c.date_created)
         return [

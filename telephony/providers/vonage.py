@@ -146,7 +146,11 @@ class VonageProvider(Provider):
             raise ProviderError(
                 f"Vonage refused the call: {error_detail(body)} (HTTP {exc.response.status_code})"
             ) from exc
+        except requests.ConnectTimeout as exc:
+            # Never sent: nothing can have been placed, so it is safe to try again.
+            raise ProviderError("Could not reach Vonage in time.", unavailable=True) from exc
         except requests.Timeout as exc:
+            # Sent, and no answer: Vonage may have placed the call.
             raise ProviderError("Vonage did not answer in time.", timeout=True) from exc
         except (requests.RequestException, VonageError) as exc:
             logger.warning("vonage request failed: %s", type(exc).__name__)
