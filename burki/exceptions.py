@@ -14,6 +14,8 @@ from billing.errors import InsufficientBalance
 from burki.errors import DomainError
 from calls.errors import (
     AssistantInactive,
+    CallNotConfirmed,
+    HangUpFailed,
     IdempotencyKeyInFlight,
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
@@ -38,6 +40,8 @@ STATUS_OF_ERROR: dict[type[DomainError], int] = {
     NoAssistantFound: status.HTTP_404_NOT_FOUND,
     AssistantInactive: status.HTTP_404_NOT_FOUND,
     IdempotencyKeyInFlight: status.HTTP_409_CONFLICT,
+    CallNotConfirmed: status.HTTP_409_CONFLICT,
+    HangUpFailed: status.HTTP_502_BAD_GATEWAY,
     IdempotencyKeyReused: status.HTTP_422_UNPROCESSABLE_ENTITY,
     TooManyConcurrentCalls: status.HTTP_429_TOO_MANY_REQUESTS,
     ProviderFailed: status.HTTP_502_BAD_GATEWAY,

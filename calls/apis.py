@@ -18,7 +18,13 @@ from calls import openapi
 from calls.idempotency import idempotent
 from calls.models import Call, CallEvent, IdempotencyKey
 from calls.permissions import CALLER_PERMISSIONS
-from calls.selectors import Caller, call_for_organization, caller_named, calls_for_organization
+from calls.selectors import (
+    Caller,
+    call_for_hang_up,
+    call_for_organization,
+    caller_named,
+    calls_for_organization,
+)
 from calls.serializers import (
     E164Field,
     SpokenTextField,
@@ -26,7 +32,7 @@ from calls.serializers import (
     e164_messages,
     text_messages,
 )
-from calls.services import call_initiate, call_initiated_body
+from calls.services import call_hang_up, call_initiate, call_initiated_body
 from telephony.states import CallState
 
 MAX_WELCOME_LENGTH = 2000
@@ -240,6 +246,20 @@ class CallListApi(APIView):
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(calls, request, view=self) or []
         return paginator.get_paginated_response(CallOutputSerializer(page, many=True).data)
+
+
+class CallHangUpApi(APIView):
+    """POST /calls/{call_id}/hangup: end one of your calls now."""
+
+    @openapi.hang_up_call(detail=CallDetailOutputSerializer)
+    def post(self, request: Request, call_id: UUID) -> Response:
+        call = call_for_hang_up(
+            organization_id=request_api_key(request).organization_id, call_id=call_id
+        )
+        if call is None:
+            raise Http404
+        call = call_hang_up(call=call)
+        return Response(CallDetailOutputSerializer(call).data)
 
 
 class CallDetailApi(APIView):

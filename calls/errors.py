@@ -63,6 +63,23 @@ class ProviderUnavailable(DomainError):
     default_message = "The telephony provider is not available right now; try again shortly."
 
 
+class CallNotConfirmed(DomainError):
+    """A hang-up asked of a call its provider has not confirmed yet: there is nothing to name
+    to the provider."""
+
+    code = "call_not_confirmed"
+    default_message = (
+        "This call cannot be ended yet: its provider has not confirmed it. Try again shortly."
+    )
+
+
+class HangUpFailed(DomainError):
+    code = "hang_up_failed"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"The telephony provider could not end the call: {reason}")
+
+
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 

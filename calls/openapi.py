@@ -27,6 +27,7 @@ from burki.schema import (
 from calls.errors import (
     IDEMPOTENCY_HEADER,
     MAX_IDEMPOTENCY_KEY_LENGTH,
+    CallNotConfirmed,
     IdempotencyKeyInFlight,
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
@@ -286,5 +287,43 @@ def retrieve_call(*, detail: SerializerClass) -> Any:
                 "No call with this id in your organization.", ("Unknown call", "Not found.")
             ),
             429: rate_limited(),
+        },
+    )
+
+
+def hang_up_call(*, detail: SerializerClass) -> Any:
+    return extend_schema(
+        operation_id="calls_hangup",
+        summary="Hang up a call",
+        description=(
+            "End one of your calls now, through its provider: a ringing call is canceled, an "
+            "answered one hung up. The answer is the call as `GET /calls/{call_id}` shows it; "
+            "its status moves to `completed` or `canceled` (and the money settles) when the "
+            "provider reports the end, usually within a second. A call already over is answered "
+            "as it is, so asking twice is harmless."
+        ),
+        tags=["calls"],
+        request=None,
+        parameters=[WWW_AUTHENTICATE, RETRY_AFTER],
+        responses={
+            200: detail,
+            **AUTHENTICATION_ERRORS,
+            404: error_response(
+                "No call with this id in your organization.", ("Unknown call", "Not found.")
+            ),
+            405: method_not_allowed("POST"),
+            409: error_response(
+                "The provider has not confirmed the call yet (it is `queued`, or `unknown` "
+                "after a time-out): there is nothing to name to it. Try again shortly.",
+                ("Not confirmed", CallNotConfirmed.default_message),
+            ),
+            429: rate_limited(),
+            502: error_response(
+                "The provider refused to end the call or could not be reached.",
+                (
+                    "Provider refused",
+                    "The telephony provider could not end the call: Could not reach Twilio.",
+                ),
+            ),
         },
     )

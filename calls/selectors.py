@@ -51,6 +51,16 @@ def call_for_organization(*, organization_id: int, call_id: UUID) -> Call | None
         return None
 
 
+def call_for_hang_up(*, organization_id: int, call_id: UUID) -> Call | None:
+    """One of the organization's calls, with the account its provider is asked with."""
+    try:
+        return Call.objects.select_related("provider_account").get(
+            organization_id=organization_id, pk=call_id
+        )
+    except Call.DoesNotExist:
+        return None
+
+
 def call_for_webhook(*, call_id: UUID) -> Call | None:
     try:
         return Call.objects.select_related("provider_account").get(pk=call_id)

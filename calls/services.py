@@ -27,6 +27,8 @@ from burki.models import Organization
 from calls import tasks
 from calls.errors import (
     AssistantInactive,
+    CallNotConfirmed,
+    HangUpFailed,
     IdempotencyKeyInFlight,
     NoAssistantFound,
     ProviderFailed,
@@ -745,3 +747,39 @@ def _others_on_the_same_numbers(*, call: Call, waited: timedelta) -> bool:
         .exclude(pk=call.pk)
         .exists()
     )
+
+
+def call_hang_up(*, call: Call) -> Call:
+    """End a call now through its provider (cancel it while it rings). A call already over is
+    left as it is, so asking twice is harmless. The provider's own final event then settles the
+    money as for any call; a simulated call's end is applied here, nobody else reporting it.
+
+    Raises CallNotConfirmed for a call its provider has not confirmed (no id to name), and
+    HangUpFailed when the provider refuses or cannot be reached.
+    """
+    if call.is_final:
+        return call
+    provider = get_provider(call.provider)
+    if not provider.can_hang_up or not call.call_sid or call.initiated_at is None:
+        raise CallNotConfirmed()
+    query = CallRecordQuery(
+        call_id=str(call.pk),
+        call_sid=call.call_sid,
+        to_number=call.to_number,
+        time_limit_seconds=call.time_limit_seconds,
+        placed_at=call.initiated_at,
+    )
+    try:
+        ended = provider.hang_up(
+            query,
+            provider_credentials(call.provider_account),
+            answered=call.answered_at is not None,
+        )
+    except ProviderError as exc:
+        raise HangUpFailed(str(exc)) from exc
+    if ended is not None:
+        call_apply_event(
+            call=call, event=ended, source=provider.name, settled_by=Settlement.PROVIDER
+        )
+    call.refresh_from_db()
+    return call

@@ -8,6 +8,7 @@ urlpatterns = [
     path("calls/initiate", apis.InitiateCallApi.as_view(), name="initiate"),
     path("calls", apis.CallListApi.as_view(), name="list"),
     path("calls/<uuid:call_id>", apis.CallDetailApi.as_view(), name="detail"),
+    path("calls/<uuid:call_id>/hangup", apis.CallHangUpApi.as_view(), name="hangup"),
     path(
         "webhooks/calls/<uuid:call_id>/answer",
         webhooks.CallAnswerWebhookApi.as_view(),

@@ -37,6 +37,7 @@ OPERATIONS = {
     ("GET", "/billing/ledger"),
     ("GET", "/calls"),
     ("GET", "/calls/{call_id}"),
+    ("POST", "/calls/{call_id}/hangup"),
     ("POST", "/calls/initiate"),
 }
 # Limits far above what one fuzz run sends: a throttled request never reaches the code under
@@ -129,7 +130,9 @@ def start_server(
                     "--access-logfile",
                     str(access_log),
                     "--access-logformat",
-                    "%(m)s %(U)s %(s)s",
+                    # The request line as sent (still percent-encoded): a decoded path may
+                    # hold a fuzzed space or newline.
+                    "%(s)s %(r)s",
                 ],
                 env={**env, "PUBLIC_BASE_URL": url},
                 cwd=ROOT,
@@ -195,8 +198,9 @@ def responses_seen(access_log: Path) -> list[tuple[str, str, int]]:
     """(method, operation path, status) of every request the server answered."""
     seen = []
     for line in access_log.read_text().splitlines():
-        method, path, status = line.split(" ")
-        path = re.sub(r"^/calls/[0-9a-f-]{36}$", "/calls/{call_id}", path)
+        status, method, target, _version = line.split(" ")
+        path = target.split("?", 1)[0]
+        path = re.sub(r"^/calls/[0-9a-f-]{36}(/hangup)?$", r"/calls/{call_id}\1", path)
         seen.append((method, path, int(status)))
     return seen
 

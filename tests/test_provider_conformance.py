@@ -44,7 +44,12 @@ from billing.models import Balance, LedgerEntry
 from calls.errors import ProviderTimedOut
 from calls.management.commands.sip_agent import Reporter
 from calls.models import Call, CallEvent
-from calls.services import ReconcileReport, call_reconcile_stale, calls_sweep
+from calls.services import (
+    ReconcileReport,
+    call_play_simulated,
+    call_reconcile_stale,
+    calls_sweep,
+)
 from telephony import sip_control
 from telephony.models import PhoneNumber, ProviderAccount, SipTrunk
 from telephony.providers import get_provider
@@ -142,6 +147,13 @@ class Driver:
     def keep_record(self, wire: Wire, call: Call, *, talked: int) -> None:
         """Make the provider's record of `call` (answered) say it ended after `talked` s."""
         raise NotImplementedError
+
+    def accept_hang_up(self, wire: Wire, call: Call) -> None:
+        """Make the provider accept the next request to end `call`."""
+
+    def hung_up(self, wire: Wire) -> Any:
+        """What the provider was asked to end the call with, as a comparable value."""
+        return None
 
     def assert_placed(self, wire: Wire, call: Call) -> None:
         """The request on the wire carries our call id, time limit and callback URLs."""
@@ -243,6 +255,14 @@ class TwilioDriver(Driver):
     def keep_record(self, wire: Wire, call: Call, *, talked: int) -> None:
         record = {"sid": call.call_sid, "status": "completed", "duration": str(talked)}
         wire.mock.get(TWILIO_CALLS.replace(".json", f"/{call.call_sid}.json"), json=record)
+
+    def accept_hang_up(self, wire: Wire, call: Call) -> None:
+        url = TWILIO_CALLS.replace(".json", f"/{call.call_sid}.json")
+        wire.mock.post(url, json={"sid": call.call_sid, "status": "completed"})
+
+    def hung_up(self, wire: Wire) -> Any:
+        sent = wire.mock.calls[-1].request
+        return sent.method, sent.url.rsplit("/", 1)[1], parse_qs(sent.body)
 
     def fail(self, wire: Wire, kind: str) -> tuple[str, Failure]:
         if kind == "4xx":
@@ -347,6 +367,15 @@ class TelnyxDriver(Driver):
             },
         )
         return self.call_control_id
+
+    def accept_hang_up(self, wire: Wire, call: Call) -> None:
+        wire.mock.post(f"{TELNYX_CALLS}/{call.call_sid}/actions/hangup").respond(
+            200, json={"data": {"result": "ok"}}
+        )
+
+    def hung_up(self, wire: Wire) -> Any:
+        sent = wire.mock.calls[-1].request
+        return sent.method, sent.url.path, json.loads(sent.content)
 
     def keep_record(self, wire: Wire, call: Call, *, talked: int) -> None:
         # Telnyx's record says when the call ended, not how long it was answered.
@@ -531,6 +560,13 @@ class VonageDriver(Driver):
         }
         wire.mock.get(f"{VONAGE_CALLS}/{call.call_sid}", json=record)
 
+    def accept_hang_up(self, wire: Wire, call: Call) -> None:
+        wire.mock.put(f"{VONAGE_CALLS}/{call.call_sid}", status=204)
+
+    def hung_up(self, wire: Wire) -> Any:
+        sent = wire.mock.calls[-1].request
+        return sent.method, sent.url.rsplit("/", 1)[1], json.loads(sent.body)
+
     def fail(self, wire: Wire, kind: str) -> tuple[str, Failure]:
         if kind == "4xx":
             wire.mock.post(
@@ -704,6 +740,12 @@ class SipDriver(Driver):
     def accept(self, wire: Wire) -> str:
         self.answers.append({"ok": True, "call_sid": self.sip_call_id})
         return self.sip_call_id
+
+    def accept_hang_up(self, wire: Wire, call: Call) -> None:
+        self.answers.append({"ok": True})
+
+    def hung_up(self, wire: Wire) -> Any:
+        return wire.sent[-1]
 
     def fail(self, wire: Wire, kind: str) -> tuple[str, Failure]:
         if kind == "4xx":
@@ -1060,6 +1102,66 @@ def test_the_full_lifecycle_settles_the_exact_cost_once(
     balance = Balance.objects.get(organization=tenant.organization)
     assert (balance.balance_cents, balance.held_cents) == (10_000 - 21, 0)
     assert_money_consistent(tenant.organization)
+
+
+HUNG_UP = {
+    "twilio": lambda call: ("POST", f"{call.call_sid}.json", {"Status": ["completed"]}),
+    "telnyx": lambda call: (
+        "POST",
+        f"/v2/calls/{call.call_sid}/actions/hangup",
+        {"command_id": f"hangup-{call.pk}"},
+    ),
+    "vonage": lambda call: ("PUT", call.call_sid, {"action": "hangup"}),
+    "sip": lambda call: {"op": "hangup", "call_id": str(call.pk)},
+    "sandbox": lambda call: None,
+}
+
+
+@pytest.mark.parametrize("driver", drivers())
+def test_hanging_up_a_talking_call_ends_it_through_its_provider_and_settles_once(
+    client, tenant: Tenant, driver: Driver, placed: Call
+) -> None:
+    if driver.plays_out_calls:
+        for webhook in driver.lifecycle(placed):
+            assert driver.report(client, placed, webhook)[0] == 200
+    else:
+        for step in (0, 1):  # rings, is answered
+            call_play_simulated(call_id=placed.pk, step=step)
+    placed.refresh_from_db()
+    assert placed.status == "in-progress"
+
+    with driver.wire() as wire:
+        driver.accept_hang_up(wire, placed)
+        response = tenant.client.post(f"/calls/{placed.pk}/hangup")
+        asked = driver.hung_up(wire)
+    assert response.status_code == 200, response.json()
+    assert response.json()["call_id"] == str(placed.pk)
+    assert asked == HUNG_UP[driver.name](placed)
+
+    if driver.plays_out_calls:  # the provider reports the end, as for any call
+        ended = driver.event(placed, "completed", duration=30)
+        assert driver.report(client, placed, ended) == (200, {"detail": "Applied."})
+    placed.refresh_from_db()
+    assert placed.status == "completed"
+    assert placed.cost_cents is not None
+    with driver.wire() as wire:
+        again = tenant.client.post(f"/calls/{placed.pk}/hangup")  # asks no one
+    assert again.status_code == 200
+    assert again.json()["status"] == "completed"
+    assert LedgerEntry.objects.filter(call_id=placed.pk, kind="release").count() == 1
+    assert_money_consistent(tenant.organization)
+
+
+@pytest.mark.parametrize("driver", drivers())
+def test_another_organizations_call_cannot_be_hung_up(
+    tenant: Tenant, outsider: Tenant, driver: Driver, placed: Call
+) -> None:
+    with driver.wire() as wire:
+        response = outsider.client.post(f"/calls/{placed.pk}/hangup")
+    assert (response.status_code, response.json()) == (404, {"detail": "Not found."})
+    assert wire.sent == [] or not driver.dials_over_the_wire
+    placed.refresh_from_db()
+    assert placed.status == "initiated"
 
 
 @pytest.mark.parametrize("driver", drivers(where="sends_webhooks"))

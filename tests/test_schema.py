@@ -72,8 +72,19 @@ def test_the_schema_is_public_and_lists_only_the_client_api(schema: dict[str, An
         "/billing/ledger": ["get"],
         "/calls": ["get"],
         "/calls/{call_id}": ["get"],
+        "/calls/{call_id}/hangup": ["post"],
         "/calls/initiate": ["post"],
     }
+
+
+def test_hanging_up_documents_its_answers(schema: dict[str, Any]) -> None:
+    operation = schema["paths"]["/calls/{call_id}/hangup"]["post"]
+
+    assert sorted(operation["responses"]) == ["200", "401", "404", "405", "409", "429", "502"]
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CallDetail"
+    }
+    assert "requestBody" not in operation
 
 
 def test_every_operation_needs_the_bearer_key(schema: dict[str, Any]) -> None:

@@ -295,3 +295,47 @@ def test_a_call_twilio_placed_after_our_time_out_is_followed_and_billed(
         100,
     )
     assert_money_consistent(tenant.organization)
+
+
+class TestHangingUp:
+    @responses.activate
+    def test_a_call_twilio_has_not_confirmed_cannot_be_named_to_it_yet(
+        self, tenant: Tenant, number
+    ) -> None:
+        import requests
+
+        responses.post(CALLS_URL, body=requests.exceptions.ReadTimeout("read timed out"))
+        call_id = initiate(tenant).json()["call_id"]
+
+        response = tenant.client.post(f"/calls/{call_id}/hangup")
+
+        assert (response.status_code, response.json()) == (
+            409,
+            {
+                "detail": "This call cannot be ended yet: its provider has not confirmed it. "
+                "Try again shortly."
+            },
+        )
+        assert Call.objects.get().status == "unknown"
+
+    @responses.activate
+    def test_a_refusal_is_a_502_that_changes_nothing(self, tenant: Tenant, number) -> None:
+        responses.post(CALLS_URL, json=twilio_created(), status=201)
+        call_id = initiate(tenant).json()["call_id"]
+        responses.post(
+            CALLS_URL.replace(".json", f"/{CALL_SID}.json"),
+            json={"code": 21220, "message": "Call is not in-progress. Cannot redirect."},
+            status=400,
+        )
+
+        response = tenant.client.post(f"/calls/{call_id}/hangup")
+
+        assert (response.status_code, response.json()) == (
+            502,
+            {
+                "detail": "The telephony provider could not end the call: Twilio refused: "
+                "Call is not in-progress. Cannot redirect. (error 21220)"
+            },
+        )
+        assert (Call.objects.get().status, Call.objects.get().cost_cents) == ("initiated", None)
+        assert_money_consistent(tenant.organization)

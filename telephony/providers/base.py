@@ -150,6 +150,8 @@ class Provider:
     can_find_calls: ClassVar[bool] = False
     # It can be asked for its own record of a placed call (`fetch_call`): state and duration.
     can_fetch_calls: ClassVar[bool] = False
+    # It can be told to end a call it placed (`hang_up`).
+    can_hang_up: ClassVar[bool] = False
     # Its calls play out from a script (`call_script`) on our own worker, not at a provider.
     simulates_calls: ClassVar[bool] = False
     # Its calls are reported by signed webhooks (SIP calls by the agent, sandbox calls by no one).
@@ -173,6 +175,15 @@ class Provider:
         """For a provider that `can_fetch_calls`: the call as its own record has it now (a
         final state with the billed duration once it has ended), or None when it has no record
         of the call. Raises ProviderError when it cannot be asked now."""
+        raise NotImplementedError
+
+    def hang_up(
+        self, query: CallRecordQuery, account: Account, *, answered: bool
+    ) -> StatusEvent | None:
+        """For a provider that `can_hang_up`: end the call now (cancel it while it rings).
+        Returns None when the provider reports the end itself (its final event then settles
+        the call as usual), or the final event when nobody else will (the sandbox). Raises
+        ProviderError."""
         raise NotImplementedError
 
     def call_script(

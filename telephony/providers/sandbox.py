@@ -47,6 +47,7 @@ class SandboxProvider(Provider):
     account_optional = True
     can_find_calls = True
     can_fetch_calls = True
+    can_hang_up = True
     simulates_calls = True
     sends_webhooks = False
 
@@ -75,6 +76,23 @@ class SandboxProvider(Provider):
             return StatusEvent(state=CallState.INITIATED, provider_call_id=query.call_sid)
         step = reached[-1]
         return replace(step.event, occurred_at=query.placed_at + timedelta(seconds=step.at_seconds))
+
+    def hang_up(
+        self, query: CallRecordQuery, account: Account, *, answered: bool
+    ) -> StatusEvent | None:
+        """The end, now, on the call's own clock: nobody else will report it."""
+        reason = "hung up on request"
+        if not answered:
+            return StatusEvent(
+                CallState.CANCELED, query.call_sid, 0, reason, occurred_at=timezone.now()
+            )
+        elapsed = (timezone.now() - query.placed_at).total_seconds() * settings.SANDBOX_TIME_SCALE
+        talk = self.talk_seconds(query.call_sid, query.time_limit_seconds)
+        talked = int(min(max(0.0, elapsed - ANSWER_AT), talk))
+        ended_at = query.placed_at + timedelta(seconds=ANSWER_AT + talked)
+        return StatusEvent(
+            CallState.COMPLETED, query.call_sid, talked, reason, occurred_at=ended_at
+        )
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         # Nothing outside this process speaks for the sandbox.

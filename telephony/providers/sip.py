@@ -38,6 +38,7 @@ class SipProvider(Provider):
     account_optional = True
     can_find_calls = True
     can_fetch_calls = True
+    can_hang_up = True
     # The agent reports each call's states through the calls services.
     sends_webhooks = False
 
@@ -100,6 +101,26 @@ class SipProvider(Provider):
         rule once the call is long over."""
         found = self._ask_agents(query.call_id)
         return found[0] if found else None
+
+    def hang_up(
+        self, query: CallRecordQuery, account: Account, *, answered: bool
+    ) -> StatusEvent | None:
+        """Every agent is asked; the one carrying the call sends its BYE (or CANCEL while it
+        rings) and reports the end as it does for any call."""
+        ended = False
+        for address in settings.SIP_AGENTS:
+            try:
+                answer = sip_control.request(
+                    address,
+                    {"op": "hangup", "call_id": query.call_id},
+                    timeout=settings.SIP_AGENT_TIMEOUT_SECONDS,
+                )
+            except (sip_control.AgentUnreachable, sip_control.AgentTimedOut) as exc:
+                raise ProviderError(f"SIP agent {address} could not be asked.") from exc
+            ended |= bool(answer.get("ok"))
+        if not ended:
+            raise ProviderError("No SIP agent is carrying the call.")
+        return None  # the agent reports the end
 
     def _ask_agents(self, call_id: str) -> list[StatusEvent]:
         found: list[StatusEvent] = []

@@ -131,6 +131,7 @@ class TelnyxProvider(Provider):
     # Its record (GET /calls/{call_control_id}) says whether the call is alive and when it
     # ended, not how long it was answered: the talk time is measured from call.answered.
     can_fetch_calls = True
+    can_hang_up = True
 
     def client(self, account: Account) -> telnyx.Telnyx:
         timeout = settings.PROVIDER_TIMEOUT_SECONDS / (MAX_RETRIES + 1)
@@ -192,6 +193,22 @@ class TelnyxProvider(Provider):
             raw={"is_alive": "false", "end_time": str(record.end_time or "")},
             occurred_at=_timestamp(record.end_time),
         )
+
+    def hang_up(
+        self, query: CallRecordQuery, account: Account, *, answered: bool
+    ) -> StatusEvent | None:
+        try:
+            # command_id: a retried hang-up is the same command to Telnyx.
+            self.client(account).calls.actions.hangup(
+                query.call_sid, command_id=f"hangup-{query.call_id}"
+            )
+        except telnyx.APIStatusError as exc:
+            raise ProviderError(
+                f"Telnyx refused: {error_detail(exc.body)} (HTTP {exc.status_code})"
+            ) from exc
+        except telnyx.APIError as exc:
+            raise ProviderError("Could not reach Telnyx.") from exc
+        return None  # its call.hangup webhook reports the end
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         public_key = account.settings.get("public_key", "")

@@ -68,6 +68,7 @@ class TwilioProvider(Provider):
     )
     can_find_calls = True
     can_fetch_calls = True
+    can_hang_up = True
 
     def client(self, account: Account) -> Client:
         client = Client(
@@ -157,6 +158,21 @@ class TwilioProvider(Provider):
             reason=f"Twilio's record: {status}",
             raw={"CallStatus": status, "CallDuration": str(record.duration or "")},
         )
+
+    def hang_up(
+        self, query: CallRecordQuery, account: Account, *, answered: bool
+    ) -> StatusEvent | None:
+        # Twilio cancels a call that has not been answered; "completed" ends one that has.
+        status = "completed" if answered else "canceled"
+        try:
+            self.client(account).calls(query.call_sid).update(status=status)
+        except TwilioRestException as exc:
+            code = f" (error {exc.code})" if exc.code else ""
+            message = exc.msg.removeprefix("Unable to update record: ")
+            raise ProviderError(f"Twilio refused: {message}{code}") from exc
+        except (requests.RequestException, TwilioException) as exc:
+            raise ProviderError("Could not reach Twilio.") from exc
+        return None  # its status webhook reports the end
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         signature = request.headers.get(SIGNATURE_HEADER, "")

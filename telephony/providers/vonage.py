@@ -98,6 +98,7 @@ class VonageProvider(Provider):
     # Nothing asks Vonage for its calls yet: a call a crash left queued is failed, not verified.
     can_find_calls = False
     can_fetch_calls = True
+    can_hang_up = True
 
     def voice(self, account: Account) -> Voice:
         # A client per call: the SDK's HttpClient keeps the Authorization header in a dict shared
@@ -139,12 +140,9 @@ class VonageProvider(Provider):
                 )
             )
         except HttpRequestError as exc:
-            try:
-                body = exc.response.json()
-            except ValueError:
-                body = None
             raise ProviderError(
-                f"Vonage refused the call: {error_detail(body)} (HTTP {exc.response.status_code})"
+                f"Vonage refused the call: {error_detail(_json_body(exc))} "
+                f"(HTTP {exc.response.status_code})"
             ) from exc
         except requests.ConnectTimeout as exc:
             # Never sent: nothing can have been placed, so it is safe to try again.
@@ -178,6 +176,19 @@ class VonageProvider(Provider):
             reason=f"Vonage's record: {status}",
             raw={"status": status, "duration": str(record.duration or "")},
         )
+
+    def hang_up(
+        self, query: CallRecordQuery, account: Account, *, answered: bool
+    ) -> StatusEvent | None:
+        try:
+            self.voice(account).hangup(query.call_sid)
+        except HttpRequestError as exc:
+            raise ProviderError(
+                f"Vonage refused: {error_detail(_json_body(exc))} (HTTP {exc.response.status_code})"
+            ) from exc
+        except (requests.RequestException, VonageError) as exc:
+            raise ProviderError("Could not reach Vonage.") from exc
+        return None  # its event webhook reports the end
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         secret = account.secrets.get("signature_secret", "")
@@ -259,3 +270,10 @@ def _payload_hashes(body: bytes) -> list[str]:
         return digests
     digests.append(hashlib.sha256(compact.encode()).hexdigest())
     return digests
+
+
+def _json_body(exc: HttpRequestError) -> object:
+    try:
+        return exc.response.json()
+    except ValueError:
+        return None
