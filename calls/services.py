@@ -687,18 +687,25 @@ def _call_settle_unmeasured(*, call: Call) -> bool:
     return bool(claimed)
 
 
+def _call_record_query(call: Call) -> CallRecordQuery:
+    """What a provider is told of a call it placed, to look it up or end it."""
+    assert call.call_sid and call.initiated_at is not None  # only a placed call has a record
+    return CallRecordQuery(
+        call_id=str(call.pk),
+        call_sid=call.call_sid,
+        to_number=call.to_number,
+        time_limit_seconds=call.time_limit_seconds,
+        placed_at=call.initiated_at,
+    )
+
+
 def _call_sweep_one(*, call: Call, now: datetime, report: SweepReport) -> None:
     provider = get_provider(call.provider)
     if provider.can_fetch_calls and call.call_sid and call.initiated_at:
-        query = CallRecordQuery(
-            call_id=str(call.pk),
-            call_sid=call.call_sid,
-            to_number=call.to_number,
-            time_limit_seconds=call.time_limit_seconds,
-            placed_at=call.initiated_at,
-        )
         try:
-            record = provider.fetch_call(query, provider_credentials(call.provider_account))
+            record = provider.fetch_call(
+                _call_record_query(call), provider_credentials(call.provider_account)
+            )
         except ProviderError as exc:
             logger.warning(
                 "sweep: %s could not be asked about call %s: %s", provider.name, call.pk, exc
@@ -762,16 +769,9 @@ def call_hang_up(*, call: Call) -> Call:
     provider = get_provider(call.provider)
     if not provider.can_hang_up or not call.call_sid or call.initiated_at is None:
         raise CallNotConfirmed()
-    query = CallRecordQuery(
-        call_id=str(call.pk),
-        call_sid=call.call_sid,
-        to_number=call.to_number,
-        time_limit_seconds=call.time_limit_seconds,
-        placed_at=call.initiated_at,
-    )
     try:
         ended = provider.hang_up(
-            query,
+            _call_record_query(call),
             provider_credentials(call.provider_account),
             answered=call.answered_at is not None,
         )
