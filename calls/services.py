@@ -311,7 +311,13 @@ def call_apply_event(
     """
     target = CallState(event.state)
     now = timezone.now()
-    updates: dict[str, object] = {"status": target, "updated_at": now}
+    # A call whose placing we never heard the end of (queued by a dead request, unknown after
+    # a time-out) is adopted by its first event: the provider's id, and when it had it.
+    updates: dict[str, object] = {
+        "status": target,
+        "updated_at": now,
+        "initiated_at": Coalesce(F("initiated_at"), Value(now)),
+    }
     if event.provider_call_id:
         updates["call_sid"] = Coalesce(
             NullIf(F("call_sid"), Value("")), Value(event.provider_call_id)

@@ -284,6 +284,9 @@ def test_a_call_twilio_placed_after_our_time_out_is_followed_and_billed(
     assert b"<Connect><Stream" in answer.content  # it is a real call: the assistant takes it
     for status in ("ringing", "in-progress"):
         signed_post(tenant.client, f"{path}/status", {"CallSid": CALL_SID, "CallStatus": status})
+    call.refresh_from_db()
+    assert (call.status, call.call_sid) == ("in-progress", CALL_SID)
+    assert call.initiated_at is not None  # adopted: the sweep and a hang-up can name it now
     ended = {"CallSid": CALL_SID, "CallStatus": "completed", "CallDuration": "600"}
     assert signed_post(tenant.client, f"{path}/status", ended).json() == {"detail": "Applied."}
 
