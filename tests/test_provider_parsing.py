@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from http.client import RemoteDisconnected
 
-from telephony.providers.parsing import error_detail, whole_seconds
+import pytest
+import requests
+import urllib3
+
+from telephony.providers.parsing import error_detail, sent_before_it_failed, whole_seconds
 
 
 @pytest.mark.parametrize(
@@ -61,3 +65,32 @@ def test_a_duration_is_whole_seconds_written_in_ascii_digits(
 )
 def test_an_error_body_reads_as_one_sentence(body: object, detail: str) -> None:
     assert error_detail(body) == detail
+
+
+@pytest.mark.parametrize(
+    ("failure", "sent"),
+    [
+        (requests.ConnectTimeout("connect timed out"), False),
+        (requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/", OSError())), False),
+        (requests.ConnectionError("refused"), False),
+        (requests.ReadTimeout("read timed out"), True),
+        (requests.exceptions.ChunkedEncodingError("cut short"), True),
+        (
+            requests.ConnectionError(
+                urllib3.exceptions.ProtocolError("Connection aborted.", RemoteDisconnected("x"))
+            ),
+            True,
+        ),
+        (
+            requests.ConnectionError(
+                urllib3.exceptions.MaxRetryError(
+                    None, "/", urllib3.exceptions.ProtocolError("Connection aborted.")
+                )
+            ),
+            True,
+        ),
+    ],
+    ids=repr,
+)
+def test_a_failure_after_the_request_was_sent_is_told_apart(failure, sent: bool) -> None:
+    assert sent_before_it_failed(failure) is sent

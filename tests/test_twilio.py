@@ -342,3 +342,27 @@ class TestHangingUp:
         )
         assert (Call.objects.get().status, Call.objects.get().cost_cents) == ("initiated", None)
         assert_money_consistent(tenant.organization)
+
+
+@responses.activate
+def test_a_connection_dropped_after_the_request_was_sent_is_unknown_not_failed(
+    tenant: Tenant, number
+) -> None:
+    from http.client import RemoteDisconnected
+
+    import requests
+    import urllib3
+
+    dropped = urllib3.exceptions.ProtocolError("Connection aborted.", RemoteDisconnected("x"))
+    responses.post(CALLS_URL, body=requests.exceptions.ConnectionError(dropped))
+
+    response = initiate(tenant)
+
+    call = Call.objects.get()
+    assert (response.status_code, response.json()["call_id"]) == (504, str(call.pk))
+    assert (call.status, call.error, call.cost_cents) == (
+        "unknown",
+        "Twilio did not answer in time.",
+        None,
+    )
+    assert_money_consistent(tenant.organization)

@@ -6,6 +6,9 @@ each is tested on its own, and base.py stays the interface a provider implements
 
 from __future__ import annotations
 
+import requests
+import urllib3
+
 NOT_ACCEPTED = "the request was not accepted."
 
 
@@ -34,3 +37,19 @@ def error_detail(body: object) -> str:
     if parts:
         return ": ".join(parts) + "."
     return NOT_ACCEPTED
+
+
+def sent_before_it_failed(exc: requests.RequestException) -> bool:
+    """Whether a `requests` failure came after the request reached the provider, which may then
+    have acted on it: no answer in time, or the connection dropped while we waited for the
+    answer. (A refused connection or a connect time-out sent nothing.)"""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ReadTimeout | requests.exceptions.ChunkedEncodingError):
+        return True
+    if isinstance(exc, requests.ConnectionError) and exc.args:
+        cause = exc.args[0]
+        if isinstance(cause, urllib3.exceptions.MaxRetryError):
+            cause = cause.reason
+        return isinstance(cause, urllib3.exceptions.ProtocolError)
+    return False

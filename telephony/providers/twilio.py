@@ -33,7 +33,7 @@ from telephony.providers.base import (
     WebhookRejected,
     WebhookRequest,
 )
-from telephony.providers.parsing import whole_seconds
+from telephony.providers.parsing import sent_before_it_failed, whole_seconds
 from telephony.states import CallState
 
 logger = logging.getLogger(__name__)
@@ -101,10 +101,13 @@ class TwilioProvider(Provider):
         except requests.ConnectTimeout as exc:
             # Never sent: nothing can have been placed, so it is safe to try again.
             raise ProviderError("Could not reach Twilio in time.", unavailable=True) from exc
-        except requests.Timeout as exc:
-            # Sent, and no answer: Twilio may have placed the call.
+        except requests.RequestException as exc:
+            if not sent_before_it_failed(exc):
+                logger.warning("twilio request failed: %s", type(exc).__name__)
+                raise ProviderError("Could not reach Twilio.") from exc
+            # Sent, and no answer (in time, or at all): Twilio may have placed the call.
             raise ProviderError("Twilio did not answer in time.", timeout=True) from exc
-        except (requests.RequestException, TwilioException) as exc:
+        except TwilioException as exc:
             logger.warning("twilio request failed: %s", type(exc).__name__)
             raise ProviderError("Could not reach Twilio.") from exc
         return str(created.sid)

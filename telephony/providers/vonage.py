@@ -38,7 +38,7 @@ from telephony.providers.base import (
     WebhookRejected,
     WebhookRequest,
 )
-from telephony.providers.parsing import error_detail, whole_seconds
+from telephony.providers.parsing import error_detail, sent_before_it_failed, whole_seconds
 from telephony.states import CallState
 
 logger = logging.getLogger(__name__)
@@ -147,10 +147,13 @@ class VonageProvider(Provider):
         except requests.ConnectTimeout as exc:
             # Never sent: nothing can have been placed, so it is safe to try again.
             raise ProviderError("Could not reach Vonage in time.", unavailable=True) from exc
-        except requests.Timeout as exc:
-            # Sent, and no answer: Vonage may have placed the call.
+        except requests.RequestException as exc:
+            if not sent_before_it_failed(exc):
+                logger.warning("vonage request failed: %s", type(exc).__name__)
+                raise ProviderError("Could not reach Vonage.") from exc
+            # Sent, and no answer (in time, or at all): Vonage may have placed the call.
             raise ProviderError("Vonage did not answer in time.", timeout=True) from exc
-        except (requests.RequestException, VonageError) as exc:
+        except VonageError as exc:
             logger.warning("vonage request failed: %s", type(exc).__name__)
             raise ProviderError("Could not reach Vonage.") from exc
         return str(created.uuid)
