@@ -42,6 +42,27 @@ def reconcile(capsys) -> str:
     return capsys.readouterr().out
 
 
+def die_while_placing(tenant: Tenant) -> None:
+    """The worker is killed after the call and its hold are committed, before the sandbox
+    answers: the call stays queued."""
+    with (
+        mock.patch.object(SandboxProvider, "place_call", side_effect=SystemExit(1)),
+        pytest.raises(SystemExit),
+    ):
+        initiate(tenant)
+
+
+def die_after_twilio_placed_it(tenant: Tenant) -> None:
+    """Twilio received the request and placed the call; the worker died before the reply."""
+
+    def placed_then_died(request):
+        raise KeyboardInterrupt
+
+    with responses.RequestsMock() as mock_twilio, pytest.raises(KeyboardInterrupt):
+        mock_twilio.add_callback(responses.POST, CALLS_URL, callback=placed_then_died)
+        initiate(tenant)
+
+
 def age_calls(minutes: int = 3) -> None:
     Call.objects.update(created_at=timezone.now() - timedelta(minutes=minutes))
 
@@ -100,11 +121,7 @@ class TestACrashAfterTheCommit:
         self, tenant: Tenant, capsys
     ) -> None:
         PhoneNumberFactory(organization=tenant.organization, number="+15551234567")
-        with (
-            mock.patch.object(SandboxProvider, "place_call", side_effect=SystemExit(1)),
-            pytest.raises(SystemExit),
-        ):
-            initiate(tenant)
+        die_while_placing(tenant)
         call = Call.objects.get()
         assert (call.status, Balance.objects.get().held_cents) == ("queued", call.hold_cents)
 
@@ -124,12 +141,7 @@ class TestACrashAfterTheCommit:
         """Twilio received the request and placed the call; the worker died before the reply."""
         PhoneNumberFactory(organization=tenant.organization, number="+15551234567", twilio=True)
 
-        def placed_then_died(request):
-            raise KeyboardInterrupt
-
-        with responses.RequestsMock() as mock_twilio, pytest.raises(KeyboardInterrupt):
-            mock_twilio.add_callback(responses.POST, CALLS_URL, callback=placed_then_died)
-            initiate(tenant)
+        die_after_twilio_placed_it(tenant)
         age_calls()
         return Call.objects.get(status="queued")
 
@@ -199,13 +211,8 @@ class TestACrashAfterTheCommit:
         waits for the webhook that names it (our call id is in its URL)."""
         PhoneNumberFactory(organization=tenant.organization, number="+15551234567", twilio=True)
 
-        def placed_then_died(request):
-            raise KeyboardInterrupt
-
         for _ in range(2):
-            with responses.RequestsMock() as mock_twilio, pytest.raises(KeyboardInterrupt):
-                mock_twilio.add_callback(responses.POST, CALLS_URL, callback=placed_then_died)
-                initiate(tenant)
+            die_after_twilio_placed_it(tenant)
         age_calls()
         first, second = Call.objects.order_by("created_at")
         sids = ["CA" + "1" * 32, "CA" + "2" * 32]
@@ -272,11 +279,7 @@ class TestACrashAfterTheCommit:
         self, tenant: Tenant, capsys
     ) -> None:
         PhoneNumberFactory(organization=tenant.organization, number="+15551234567")
-        with (
-            mock.patch.object(SandboxProvider, "place_call", side_effect=SystemExit(1)),
-            pytest.raises(SystemExit),
-        ):
-            initiate(tenant)
+        die_while_placing(tenant)
         age_calls()
 
         with mock.patch.object(SandboxProvider, "can_find_calls", False):
@@ -327,16 +330,8 @@ class TestReconcileGoesOn:
         self, tenant: Tenant, capsys
     ) -> None:
         PhoneNumberFactory(organization=tenant.organization, number="+15551234567")
-        with (
-            mock.patch.object(SandboxProvider, "place_call", side_effect=SystemExit(1)),
-            pytest.raises(SystemExit),
-        ):
-            initiate(tenant)
-        with (
-            mock.patch.object(SandboxProvider, "place_call", side_effect=SystemExit(1)),
-            pytest.raises(SystemExit),
-        ):
-            initiate(tenant)
+        die_while_placing(tenant)
+        die_while_placing(tenant)
         age_calls()
         first, second = Call.objects.order_by("created_at", "id")
         Call.objects.filter(pk=second.pk).update(created_at=first.created_at + timedelta(seconds=1))
@@ -360,11 +355,7 @@ class TestReconcileGoesOn:
         self, tenant: Tenant, capsys, caplog
     ) -> None:
         PhoneNumberFactory(organization=tenant.organization, number="+15551234567")
-        with (
-            mock.patch.object(SandboxProvider, "place_call", side_effect=SystemExit(1)),
-            pytest.raises(SystemExit),
-        ):
-            initiate(tenant)
+        die_while_placing(tenant)
         age_calls()
 
         # The sandbox says it can be asked, so a NotImplementedError is its bug: the call keeps
