@@ -77,7 +77,7 @@ class Call(models.Model):
             models.Index(fields=["status", "created_at"], name="call_status_created"),
             models.Index(
                 fields=["organization", "live_until"],
-                condition=models.Q(status__in=LIVE_STATES),
+                condition=models.Q(cost_cents__isnull=True),
                 name="call_org_live",
             ),
         ]

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from assistants.models import Assistant
 from assistants.selectors import assistant_get
-from calls.models import LIVE_STATES, Call
+from calls.models import Call
 from telephony.models import PhoneNumber
 from telephony.selectors import phone_number_get
 
@@ -73,10 +73,12 @@ def calls_in_progress(*, organization_id: int, up_to: int) -> int:
     further than `up_to` (the cap's question is only "is there room?", so the cost is bounded by
     the cap, not by how busy the organization is).
 
-    A call is over once its ring time and time limit have passed (`Call.live_until`; the
-    provider enforces the limit), even if its final webhook never came: such a call must not
-    hold a slot forever. One index range scan (call_org_live, partial on the live states).
+    A call counts until its money is settled (a webhook's word that it ended is not enough: the
+    provider's record must say so too, or a forged end would free a slot), and never once its
+    ring time and time limit have passed (`Call.live_until`; the provider enforces the limit),
+    even if its end never came: such a call must not hold a slot forever. One index range scan
+    (call_org_live, partial on the unsettled calls).
     """
     return Call.objects.filter(
-        organization_id=organization_id, status__in=LIVE_STATES, live_until__gt=timezone.now()
+        organization_id=organization_id, cost_cents__isnull=True, live_until__gt=timezone.now()
     )[:up_to].count()

@@ -299,10 +299,20 @@ def call_fail(*, call: Call, error: str, settled_by: str = Settlement.PROVIDER) 
 
 
 def call_apply_event(
-    *, call: Call, event: StatusEvent, source: str, settled_by: str = Settlement.WEBHOOK
+    *,
+    call: Call,
+    event: StatusEvent,
+    source: str,
+    settled_by: str = Settlement.WEBHOOK,
+    defer_settlement: bool = False,
 ) -> bool:
     """Move a call forward by one provider event, settling the money when it ends (on the
     event's figures; `settled_by` says what they are).
+
+    With `defer_settlement` (a webhook from a provider we can ask), the end is recorded with
+    the figures the event reports, but the hold stays until the provider's own record is
+    fetched (`call_settle_from_record`, on the worker): a webhook signed with credentials the
+    organization owns cannot set its own bill.
 
     Claimed, not assumed: the row changes only if it is still in an earlier state, so a repeated
     or late event changes nothing and a finished call is never charged twice. One exception: a
@@ -331,7 +341,13 @@ def call_apply_event(
     duration = charge = 0
     if target in FINAL_STATES:
         updates.update(ended_at=ended_at, end_reason=event.reason[:200])
-        if not awaiting_answer:
+        if defer_settlement:
+            if not awaiting_answer:  # what the event reports, kept until the record is read
+                reported = event.duration_seconds or 0
+                if measured:
+                    reported = _talk_seconds(call.answered_at, ended_at)
+                updates["duration_seconds"] = min(reported, call.time_limit_seconds)
+        elif not awaiting_answer:
             if target == CallState.COMPLETED:
                 duration = event.duration_seconds or 0
                 if measured:
@@ -346,12 +362,20 @@ def call_apply_event(
         if not claimed:
             if target == CallState.IN_PROGRESS:
                 return _call_settle_on_late_answer(
-                    call=call, event=event, answered_at=ended_at, source=source
+                    call=call,
+                    event=event,
+                    answered_at=ended_at,
+                    source=source,
+                    defer_settlement=defer_settlement,
                 )
             return False
         CallEvent.objects.create(
             call_id=call.pk, status=target, source=source, detail=dict(event.raw)
         )
+        if defer_settlement and target in FINAL_STATES:
+            transaction.on_commit(lambda: call_settle_later(call_id=call.pk, attempt=0))
+            call.status = target
+            return True
         if awaiting_answer:
             # Our copy of the call may predate its answer, applied since we read it; the row is
             # ours (locked by the claim) until the commit.
@@ -393,7 +417,12 @@ def _duration_and_charge(call: Call, seconds: int) -> tuple[int, int]:
 
 
 def _call_settle_on_late_answer(
-    *, call: Call, event: StatusEvent, answered_at: datetime, source: str
+    *,
+    call: Call,
+    event: StatusEvent,
+    answered_at: datetime,
+    source: str,
+    defer_settlement: bool,
 ) -> bool:
     """The answer of a call that has already ended, answered, waiting for it to be measured."""
     filled = Call.objects.filter(
@@ -404,6 +433,15 @@ def _call_settle_on_late_answer(
     ).update(answered_at=answered_at)
     if not filled:
         return False  # a repeated or late event, as any other
+    if defer_settlement:
+        CallEvent.objects.create(
+            call_id=call.pk,
+            status=CallState.IN_PROGRESS,
+            source=source,
+            detail={**event.raw, "arrived_after_the_end": True},
+        )
+        transaction.on_commit(lambda: call_settle_later(call_id=call.pk, attempt=0))
+        return True
     row = Call.objects.get(pk=call.pk)
     assert row.ended_at is not None  # it ended: that is what it was waiting in
     duration, charge = _duration_and_charge(row, _talk_seconds(answered_at, row.ended_at))
@@ -424,6 +462,99 @@ def _call_settle_on_late_answer(
     )
     call.duration_seconds, call.cost_cents = duration, charge
     return True
+
+
+# How long the worker waits before asking the provider for a call's record again: the record
+# can lag the webhook by a moment. After the last, the sweep takes the call up.
+SETTLE_RETRY_SECONDS = (5, 30, 120, 600)
+
+
+def call_settle_later(*, call_id: UUID, attempt: int) -> None:
+    """Have the worker settle an ended call from its provider's record."""
+    wait = 0 if attempt == 0 else SETTLE_RETRY_SECONDS[attempt - 1]
+    try:
+        tasks.call_settle.apply_async((str(call_id), attempt), countdown=wait, retry=False)
+    except Exception:
+        # The sweep settles it: the webhook's answer must not wait on a broker that is down.
+        logger.exception("could not schedule the settlement of call %s", call_id)
+
+
+def call_settle_from_record(*, call_id: UUID) -> bool:
+    """Settle a call whose end a webhook reported, on its provider's own record of the call.
+
+    Returns False when the record cannot settle it yet: the provider cannot be asked, or says
+    the call is not over (an early or forged end: the hold stays), or its record has no talk
+    time and the answer it is measured from has not been heard of. The worker then asks again
+    later (SETTLE_RETRY_SECONDS), and after that the sweep.
+    """
+    try:
+        call = Call.objects.select_related("provider_account").get(pk=call_id)
+    except Call.DoesNotExist:
+        return True
+    if call.cost_cents is not None or not call.is_final:
+        return True
+    provider = get_provider(call.provider)
+    if not (provider.can_fetch_calls and call.call_sid and call.initiated_at):
+        return False
+    try:
+        record = provider.fetch_call(
+            _call_record_query(call), provider_credentials(call.provider_account)
+        )
+    except ProviderError as exc:
+        logger.warning("settling call %s: %s could not be asked: %s", call.pk, provider.name, exc)
+        return False
+    if record is None or CallState(record.state) not in FINAL_STATES:
+        logger.warning(
+            "settling call %s: ended by its webhook, but %s's record says %s",
+            call.pk,
+            provider.name,
+            record.state if record else "nothing",
+        )
+        return False
+    if CallState(record.state) != CallState.COMPLETED:
+        seconds = 0
+    elif record.duration_seconds is not None:
+        seconds = record.duration_seconds
+    elif call.answered_at is not None:
+        seconds = _talk_seconds(
+            call.answered_at, record.occurred_at or call.ended_at or timezone.now()
+        )
+    else:
+        return False  # measured from an answer we have not heard of yet
+    # Whether this settles it or another worker did a moment before, it is settled.
+    _call_settle_pending(
+        call=call, seconds=seconds, settled_by=Settlement.PROVIDER, status=record.state
+    )
+    return True
+
+
+def _call_settle_pending(
+    *, call: Call, seconds: int, settled_by: str, status: str | None = None, reason: str = ""
+) -> bool:
+    """Settle an ended call whose money waited (claimed: only if it is still unsettled)."""
+    duration, charge = _duration_and_charge(call, seconds)
+    updates: dict[str, object] = {
+        "duration_seconds": duration,
+        "cost_cents": charge,
+        "settled_by": settled_by,
+        "updated_at": timezone.now(),
+    }
+    if status is not None:
+        updates["status"] = status  # the provider's word on how it ended
+    if reason:
+        updates["end_reason"] = reason
+    with transaction.atomic():
+        claimed = Call.objects.filter(pk=call.pk, cost_cents__isnull=True).update(**updates)
+        if claimed:
+            balance_settle(
+                organization_id=call.organization_id,
+                call_id=call.pk,
+                held_cents=call.hold_cents,
+                charge_cents=charge,
+            )
+    if claimed:
+        call.duration_seconds, call.cost_cents, call.settled_by = duration, charge, settled_by
+    return bool(claimed)
 
 
 def _call_script(call: Call, provider: Provider) -> list[ScriptStep]:
@@ -655,42 +786,51 @@ def calls_sweep(*, now: datetime | None = None) -> SweepReport:
             # must not keep the calls after it from being settled.
             logger.exception("sweep: call %s left for the next run", call.pk)
             report.left += 1
-    # Ended answered, waiting for their answer to be measured from (call_apply_event), which
-    # never came.
-    unmeasured = Call.objects.filter(
-        status=CallState.COMPLETED,
-        cost_cents__isnull=True,
-        ended_at__lt=now - timedelta(seconds=settings.CALL_SWEEP_GRACE_SECONDS),
-    ).order_by("ended_at")
-    for call in unmeasured.iterator(chunk_size=100):
-        report.estimated += _call_settle_unmeasured(call=call)
+    # Ended, by their webhook, with the money still held: waiting for the provider's record,
+    # or for the answer their talk time is measured from (call_apply_event).
+    unsettled = (
+        Call.objects.select_related("provider_account")
+        .filter(
+            status__in=FINAL_STATES,
+            cost_cents__isnull=True,
+            ended_at__lt=now - timedelta(seconds=settings.CALL_SWEEP_GRACE_SECONDS),
+        )
+        .order_by("ended_at")
+    )
+    for call in unsettled.iterator(chunk_size=100):
+        try:
+            _call_sweep_unsettled(call=call, now=now, report=report)
+        except Exception:
+            logger.exception("sweep: call %s left for the next run", call.pk)
+            report.left += 1
     return report
 
 
-def _call_settle_unmeasured(*, call: Call) -> bool:
-    """Charge an answered call whose answer was never heard of the most it can have talked:
-    from when the provider accepted it to its end, within its time limit."""
+def _call_sweep_unsettled(*, call: Call, now: datetime, report: SweepReport) -> None:
+    """An ended call whose money still waits: settled from the provider's record if it can be
+    had, and once the provider has long failed to give one, on the best figure known."""
+    if call_settle_from_record(call_id=call.pk):
+        report.settled += 1
+        return
     assert call.ended_at is not None
-    start = call.initiated_at or call.created_at
-    duration, charge = _duration_and_charge(call, _talk_seconds(start, call.ended_at))
-    with transaction.atomic():
-        claimed = Call.objects.filter(
-            pk=call.pk, status=CallState.COMPLETED, cost_cents__isnull=True
-        ).update(
-            duration_seconds=duration,
-            cost_cents=charge,
-            settled_by=Settlement.ESTIMATE,
-            end_reason="Its answer was never reported: charged from when it was placed to its end.",
-            updated_at=timezone.now(),
+    if now < call.ended_at + timedelta(seconds=settings.CALL_SWEEP_GIVE_UP_SECONDS):
+        report.left += 1
+        return
+    if call.duration_seconds is not None:
+        # What its webhook reported: the provider never confirmed it, nor said otherwise.
+        report.settled += _call_settle_pending(
+            call=call, seconds=call.duration_seconds, settled_by=Settlement.WEBHOOK
         )
-        if claimed:
-            balance_settle(
-                organization_id=call.organization_id,
-                call_id=call.pk,
-                held_cents=call.hold_cents,
-                charge_cents=charge,
-            )
-    return bool(claimed)
+        return
+    # Answered (it ended completed) but its answer was never reported: the most it can have
+    # talked is from when the provider accepted it to its end.
+    start = call.initiated_at or call.created_at
+    report.estimated += _call_settle_pending(
+        call=call,
+        seconds=_talk_seconds(start, call.ended_at),
+        settled_by=Settlement.ESTIMATE,
+        reason="Its answer was never reported: charged from when it was placed to its end.",
+    )
 
 
 def _call_record_query(call: Call) -> CallRecordQuery:

@@ -53,3 +53,13 @@ def calls_sweep() -> dict[str, int]:
             report.left,
         )
     return {"settled": report.settled, "estimated": report.estimated, "left": report.left}
+
+
+@shared_task
+def call_settle(call_id: str, attempt: int) -> None:
+    """Settle an ended call on its provider's record (calls.services.call_settle_from_record),
+    asking again a few times while the record cannot settle it; the sweep takes it up after."""
+    from calls.services import SETTLE_RETRY_SECONDS, call_settle_from_record, call_settle_later
+
+    if not call_settle_from_record(call_id=UUID(call_id)) and attempt < len(SETTLE_RETRY_SECONDS):
+        call_settle_later(call_id=UUID(call_id), attempt=attempt + 1)

@@ -103,7 +103,13 @@ class CallStatusWebhookApi(WebhookApi):
             # Another leg of the same call (a connected websocket, a transfer): not its lifecycle.
             logger.info("%s event for another leg of call %s ignored", provider.name, call.pk)
             return Response({"detail": "Ignored: an event for another leg of the call."})
+        # Signed with a secret the organization holds: the bill comes from the provider's own
+        # record, not from what the webhook says.
         applied = call_apply_event(
-            call=call, event=event, source=provider.name, settled_by=Settlement.WEBHOOK
+            call=call,
+            event=event,
+            source=provider.name,
+            settled_by=Settlement.WEBHOOK,
+            defer_settlement=provider.account_can_forge_webhooks and provider.can_fetch_calls,
         )
         return Response({"detail": "Applied." if applied else "Ignored: already applied."})

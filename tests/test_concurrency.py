@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from rest_framework.test import APIClient
 
 from billing.models import Balance, LedgerEntry
 from calls.models import Call, IdempotencyKey
+from calls.services import call_settle_from_record
 from tests.conftest import Tenant, assert_money_consistent, make_tenant
 from tests.factories import AssistantFactory, PhoneNumberFactory
 from tests.test_twilio import CALL_SID, CALLS_URL, signed_post, twilio_created
@@ -145,6 +147,13 @@ def test_twenty_copies_of_the_final_webhook_charge_once() -> None:
         "Applied.": 1,
         "Ignored: already applied.": 19,
     }
+    # And twenty workers settling it on Twilio's record at once (a task delivered again, a
+    # sweep beside it).
+    record = {"sid": CALL_SID, "status": "completed", "duration": "125"}
+    with responses.RequestsMock() as mock:
+        mock.get(CALLS_URL.replace(".json", f"/{CALL_SID}.json"), json=record)
+        settled = all_at_once(20, lambda i: call_settle_from_record(call_id=uuid.UUID(call_id)))
+    assert settled == [True] * 20  # every one finds it settled, by itself or another
     entries = LedgerEntry.objects.filter(call_id=call_id).order_by("id")
     assert [(e.kind, e.amount_cents, e.held_change_cents) for e in entries] == [
         ("hold", 0, 100),

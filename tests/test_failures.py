@@ -16,7 +16,7 @@ from calls.models import Call, CallEvent
 from telephony.providers.sandbox import SandboxProvider
 from tests.conftest import Tenant, assert_money_consistent
 from tests.factories import PhoneNumberFactory
-from tests.test_twilio import CALL_SID, CALLS_URL, signed_post
+from tests.test_twilio import CALL_SID, CALLS_URL, settle_on_twilios_record, signed_post
 
 BODY = {"from_phone_number": "+15551234567", "to_phone_number": "+15559876543"}
 
@@ -184,6 +184,7 @@ class TestACrashAfterTheCommit:
         ]
         completed = {"CallSid": CALL_SID, "CallStatus": "completed", "CallDuration": "60"}
         signed_post(client, f"/webhooks/calls/{call.pk}/status", completed)
+        settle_on_twilios_record(call, "completed", "60")
         call.refresh_from_db()
         assert (call.status, call.cost_cents) == ("completed", 10)
         assert_money_consistent(tenant.organization)
@@ -232,6 +233,8 @@ class TestACrashAfterTheCommit:
             assert (
                 signed_post(client, f"/webhooks/calls/{call.pk}/status", ended).status_code == 200
             )
+            call.refresh_from_db()
+            settle_on_twilios_record(call, "completed", "90")
             call.refresh_from_db()
             assert (call.call_sid, call.status, call.cost_cents) == (sid, "completed", 15)
         assert_money_consistent(tenant.organization)

@@ -44,10 +44,12 @@ from billing.models import Balance, LedgerEntry
 from calls.errors import ProviderTimedOut
 from calls.management.commands.sip_agent import Reporter
 from calls.models import Call, CallEvent
+from calls.selectors import calls_in_progress
 from calls.services import (
     ReconcileReport,
     call_play_simulated,
     call_reconcile_stale,
+    call_settle_from_record,
     calls_sweep,
 )
 from telephony import sip_control
@@ -65,7 +67,7 @@ from tests.factories import (
     telnyx_signing_key,
     vonage_private_key,
 )
-from tests.test_query_budget import FINAL_STATUS, STATUS
+from tests.test_query_budget import FINAL_STATUS, FINAL_STATUS_HELD, STATUS
 
 FROM = "+15551234567"
 TO = "+15559876543"
@@ -126,6 +128,9 @@ class Driver:
     # call ended and how long it talked (a SIP agent's record only says it still carries it).
     can_fetch_calls: ClassVar[bool] = True
     keeps_a_record_of_the_end: ClassVar[bool] = True
+    # Whether the account's own secret signs its webhooks, so a call is settled on the
+    # provider's record, fetched after the webhook (`settle_on_the_record`).
+    account_can_forge_webhooks: ClassVar[bool] = False
 
     def number(self, tenant: Tenant) -> PhoneNumber:
         return PhoneNumberFactory(
@@ -144,8 +149,8 @@ class Driver:
         """Make the next dial fail that way; returns the number to dial and what we expect."""
         raise NotImplementedError
 
-    def keep_record(self, wire: Wire, call: Call, *, talked: int) -> None:
-        """Make the provider's record of `call` (answered) say it ended after `talked` s."""
+    def keep_record(self, wire: Wire, call: Call, *, talked: int, state: str = "completed") -> None:
+        """Make the provider's record of `call` say it ended (`state`) after `talked` s."""
         raise NotImplementedError
 
     def accept_hang_up(self, wire: Wire, call: Call) -> None:
@@ -239,6 +244,7 @@ TWILIO_STATUS = {"in-progress": "in-progress", "completed": "completed"}
 
 class TwilioDriver(Driver):
     name = "twilio"
+    account_can_forge_webhooks = True
     sid = "CA" + "0123456789abcdef" * 2
 
     @contextmanager
@@ -252,8 +258,8 @@ class TwilioDriver(Driver):
         wire.mock.post(TWILIO_CALLS, json={"sid": self.sid, "status": "queued"}, status=201)
         return self.sid
 
-    def keep_record(self, wire: Wire, call: Call, *, talked: int) -> None:
-        record = {"sid": call.call_sid, "status": "completed", "duration": str(talked)}
+    def keep_record(self, wire: Wire, call: Call, *, talked: int, state: str = "completed") -> None:
+        record = {"sid": call.call_sid, "status": state, "duration": str(talked)}
         wire.mock.get(TWILIO_CALLS.replace(".json", f"/{call.call_sid}.json"), json=record)
 
     def accept_hang_up(self, wire: Wire, call: Call) -> None:
@@ -377,8 +383,8 @@ class TelnyxDriver(Driver):
         sent = wire.mock.calls[-1].request
         return sent.method, sent.url.path, json.loads(sent.content)
 
-    def keep_record(self, wire: Wire, call: Call, *, talked: int) -> None:
-        # Telnyx's record says when the call ended, not how long it was answered.
+    def keep_record(self, wire: Wire, call: Call, *, talked: int, state: str = "completed") -> None:
+        # Telnyx's record says when the call ended, not how long it was answered, nor how.
         assert call.answered_at is not None
         ended = call.answered_at + timedelta(seconds=talked)
         wire.mock.get(f"{TELNYX_CALLS}/{call.call_sid}").respond(
@@ -523,6 +529,7 @@ VONAGE_CALLS = "https://api.nexmo.com/v1/calls"
 
 class VonageDriver(Driver):
     name = "vonage"
+    account_can_forge_webhooks = True
     signs_a_timestamp = True
     can_find_calls = False
     call_uuid = "63f61863-4a51-4f6b-86e1-46edebcf9356"
@@ -547,13 +554,13 @@ class VonageDriver(Driver):
         )
         return self.call_uuid
 
-    def keep_record(self, wire: Wire, call: Call, *, talked: int) -> None:
+    def keep_record(self, wire: Wire, call: Call, *, talked: int, state: str = "completed") -> None:
         record = {
             "uuid": call.call_sid,
             "conversation_uuid": "CON-f972836a-550f-45fa-956c-12a2ab5b7d22",
             "to": {"type": "phone", "number": TO.removeprefix("+")},
             "from": {"type": "phone", "number": FROM.removeprefix("+")},
-            "status": "completed",
+            "status": {"no-answer": "timeout", "canceled": "cancelled"}.get(state, state),
             "direction": "outbound",
             "duration": str(talked),
             "_links": {"self": {"href": f"/v1/calls/{call.call_sid}"}},
@@ -873,6 +880,20 @@ def placed(tenant: Tenant, driver: Driver) -> Call:
     return Call.objects.get(pk=response.json()["call_id"])
 
 
+def settle_on_the_record(
+    driver: Driver, call: Call, *, talked: int = 0, state: str = "completed"
+) -> None:
+    """What the worker does after an end reported by a webhook the account could have signed
+    itself: settle the call on the provider's own record (here saying `state`, `talked` s)."""
+    if not driver.account_can_forge_webhooks:
+        return
+    call.refresh_from_db()
+    assert call.cost_cents is None  # held until the record says how it ended
+    with driver.wire() as wire:
+        driver.keep_record(wire, call, talked=talked, state=state)
+        assert call_settle_from_record(call_id=call.pk)
+
+
 def assert_unchanged(call: Call, tenant: Tenant) -> None:
     before = (call.status, call.cost_cents, call.duration_seconds)
     call.refresh_from_db()
@@ -897,6 +918,7 @@ def test_a_provider_says_what_its_driver_expects_it_to_do(driver: Driver) -> Non
         "sends_webhooks": provider.sends_webhooks,
         "can_find_calls": provider.can_find_calls,
         "can_fetch_calls": provider.can_fetch_calls,
+        "account_can_forge_webhooks": provider.account_can_forge_webhooks,
         # A simulated call dials nobody, and nothing reaches us from outside about it.
         "dials_over_the_wire": not provider.simulates_calls,
         "plays_out_calls": not provider.simulates_calls,
@@ -904,6 +926,7 @@ def test_a_provider_says_what_its_driver_expects_it_to_do(driver: Driver) -> Non
         "sends_webhooks": driver.sends_webhooks,
         "can_find_calls": driver.can_find_calls,
         "can_fetch_calls": driver.can_fetch_calls,
+        "account_can_forge_webhooks": driver.account_can_forge_webhooks,
         "dials_over_the_wire": driver.dials_over_the_wire,
         "plays_out_calls": driver.plays_out_calls,
     }
@@ -1000,6 +1023,7 @@ def test_a_time_out_keeps_the_call_and_its_hold_until_the_provider_tells(
             assert driver.report(client, call, webhook)[0] == 200
         completed = driver.event(call, "completed", duration=125)
         assert driver.report(client, call, completed) == (200, {"detail": "Applied."})
+        settle_on_the_record(driver, call, talked=125)
         call.refresh_from_db()
         assert (call.status, call.duration_seconds, call.cost_cents) == ("completed", 125, 21)
         assert call.call_sid != ""
@@ -1086,6 +1110,7 @@ def test_the_full_lifecycle_settles_the_exact_cost_once(
     assert first == (200, {"detail": "Applied."})
     assert again == (200, {"detail": "Ignored: already applied."})
     assert late == (200, {"detail": "Ignored: already applied."})
+    settle_on_the_record(driver, placed, talked=125)
     placed.refresh_from_db()
     # 125 s at 10 cents a minute = 20.83 cents, rounded up.
     assert (placed.status, placed.duration_seconds, placed.cost_cents) == ("completed", 125, 21)
@@ -1141,6 +1166,7 @@ def test_hanging_up_a_talking_call_ends_it_through_its_provider_and_settles_once
     if driver.plays_out_calls:  # the provider reports the end, as for any call
         ended = driver.event(placed, "completed", duration=30)
         assert driver.report(client, placed, ended) == (200, {"detail": "Applied."})
+        settle_on_the_record(driver, placed, talked=30)
     placed.refresh_from_db()
     assert placed.status == "completed"
     assert placed.cost_cents is not None
@@ -1206,6 +1232,33 @@ def test_a_call_whose_end_never_reached_us_is_settled_from_the_providers_record(
     assert_money_consistent(tenant.organization)
 
 
+@pytest.mark.parametrize("driver", drivers(where="account_can_forge_webhooks"))
+def test_an_end_signed_with_the_accounts_own_secret_does_not_set_the_bill(
+    client, tenant: Tenant, driver: Driver, placed: Call
+) -> None:
+    """The organization holds the secret its provider signs webhooks with, so it can sign
+    "completed, 0 s" itself. The call is settled on the provider's record, and held (counting
+    against the cap) until that record says the call is over."""
+    for webhook in driver.lifecycle(placed):
+        assert driver.report(client, placed, webhook)[0] == 200
+    forged = driver.event(placed, "completed", duration=0)
+    assert driver.report(client, placed, forged) == (200, {"detail": "Applied."})
+    with driver.wire() as wire:  # the provider says the call is still talking
+        driver.keep_record(wire, placed, talked=0, state="in-progress")
+        assert not call_settle_from_record(call_id=placed.pk)
+    placed.refresh_from_db()
+    assert placed.cost_cents is None
+    assert calls_in_progress(organization_id=tenant.organization.pk, up_to=10) == 1
+
+    settle_on_the_record(driver, placed, talked=600)  # then it ends, ten minutes in
+
+    placed.refresh_from_db()
+    assert (placed.status, placed.duration_seconds, placed.cost_cents) == ("completed", 600, 100)
+    assert placed.settled_by == "provider"
+    assert calls_in_progress(organization_id=tenant.organization.pk, up_to=10) == 0
+    assert_money_consistent(tenant.organization)
+
+
 @pytest.mark.parametrize("outcome", ["busy", "no-answer"])
 def test_a_call_that_never_connects_costs_nothing(
     client, tenant: Tenant, driver: Driver, placed: Call, outcome: str
@@ -1213,6 +1266,7 @@ def test_a_call_that_never_connects_costs_nothing(
     response = driver.report(client, placed, driver.event(placed, outcome))
 
     assert response == (200, {"detail": "Applied."})
+    settle_on_the_record(driver, placed, talked=0, state=outcome)
     placed.refresh_from_db()
     assert (placed.status, placed.cost_cents) == (outcome, 0)
     balance = Balance.objects.get(organization=tenant.organization)
@@ -1371,7 +1425,9 @@ def test_status_webhooks_cost_a_fixed_number_of_queries(
     # The same budget as Twilio's (tests/test_query_budget.py lists each query).
     with django_assert_num_queries(STATUS):
         answered = driver.report(client, placed, driver.event(placed, "in-progress"))
-    with django_assert_num_queries(FINAL_STATUS):
+    # Settled on the spot, or held for the provider's record (then settled in as many again).
+    final = FINAL_STATUS_HELD if driver.account_can_forge_webhooks else FINAL_STATUS
+    with django_assert_num_queries(final):
         ended = driver.report(client, placed, driver.event(placed, "completed", duration=30))
 
     assert answered == ended == (200, {"detail": "Applied."})

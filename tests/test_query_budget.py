@@ -19,6 +19,7 @@ from django.utils import timezone
 from billing.models import LedgerEntry
 from burki.models import ApiKey
 from calls.models import Call, CallEvent
+from calls.services import call_settle_from_record
 from tests.conftest import Tenant, assert_money_consistent
 from tests.factories import AssistantFactory, OrganizationFactory, PhoneNumberFactory
 from tests.test_twilio import CALL_SID, CALLS_URL, signed_post, twilio_created
@@ -59,6 +60,20 @@ STATUS = 5
 #   +1 UPDATE the balance (once, however many ledger rows)
 #   +1 INSERT the charge and release ledger rows (one statement)
 FINAL_STATUS = STATUS + 3
+# A final status from a provider whose webhooks the account's own secret signs (Twilio,
+# Vonage): the same five as STATUS. The end is recorded, the money held until the provider's
+# record is read (below).
+FINAL_STATUS_HELD = STATUS
+# Settling it on the provider's record (calls.services.call_settle_from_record, on the worker):
+#   1. SELECT the call LEFT JOIN its provider account (primary key)
+#      (the provider's record, over its API)
+#   2. SAVEPOINT / BEGIN
+#   3. UPDATE the call's cost, claimed: WHERE id = ... AND cost_cents IS NULL
+#   4. SELECT the balance FOR UPDATE
+#   5. UPDATE the balance
+#   6. INSERT the charge and release ledger rows
+#   7. RELEASE SAVEPOINT / COMMIT
+SETTLE_FROM_RECORD = 7
 # A repeated final status: SELECT the call, SAVEPOINT, the claim that changes nothing, RELEASE.
 REPEATED_STATUS = 4
 # The answer webhook: SELECT the call LEFT JOIN its provider account (primary key).
@@ -326,14 +341,19 @@ class TestWebhooks:
         placed_call.refresh_from_db()
         assert placed_call.status == "ringing"
 
-    def test_a_final_status_settles_in_eight(
+    def test_a_final_status_is_held_in_five_and_settled_on_the_record_in_seven(
         self, client, tenant: Tenant, placed_call: Call, django_assert_num_queries
     ) -> None:
         path = f"/webhooks/calls/{placed_call.pk}/status"
         completed = {"CallSid": CALL_SID, "CallStatus": "completed", "CallDuration": "125"}
 
-        with django_assert_num_queries(FINAL_STATUS):
+        with django_assert_num_queries(FINAL_STATUS_HELD):
             response = signed_post(client, path, completed)
+        placed_call.refresh_from_db()
+        assert (placed_call.status, placed_call.cost_cents) == ("completed", None)
+        with responses.RequestsMock() as api, django_assert_num_queries(SETTLE_FROM_RECORD):
+            api.get(record_url(CALL_SID), json=twilio_record("completed", "125"))
+            assert call_settle_from_record(call_id=placed_call.pk)
 
         assert response.json() == {"detail": "Applied."}
         placed_call.refresh_from_db()
@@ -345,13 +365,16 @@ class TestWebhooks:
         ) == [("hold", 0, 100), ("charge", -21, -21), ("release", 0, -79)]
         assert_money_consistent(tenant.organization)
 
-    def test_a_final_status_with_nothing_to_charge_settles_in_eight_too(
+    def test_a_final_status_with_nothing_to_charge_costs_the_same(
         self, client, tenant: Tenant, placed_call: Call, django_assert_num_queries
     ) -> None:
         path = f"/webhooks/calls/{placed_call.pk}/status"
 
-        with django_assert_num_queries(FINAL_STATUS):
+        with django_assert_num_queries(FINAL_STATUS_HELD):
             response = signed_post(client, path, {"CallSid": CALL_SID, "CallStatus": "busy"})
+        with responses.RequestsMock() as api, django_assert_num_queries(SETTLE_FROM_RECORD):
+            api.get(record_url(CALL_SID), json=twilio_record("busy", "0"))
+            assert call_settle_from_record(call_id=placed_call.pk)
 
         assert response.json() == {"detail": "Applied."}
         assert list(
@@ -369,6 +392,9 @@ class TestWebhooks:
     ) -> None:
         path = f"/webhooks/calls/{placed_call.pk}/status"
         signed_post(client, path, {"CallSid": CALL_SID, "CallStatus": "busy"})
+        with responses.RequestsMock() as api:
+            api.get(record_url(CALL_SID), json=twilio_record("busy", "0"))
+            assert call_settle_from_record(call_id=placed_call.pk)
 
         with django_assert_num_queries(REPEATED_STATUS):
             response = signed_post(client, path, {"CallSid": CALL_SID, "CallStatus": "busy"})
@@ -426,6 +452,9 @@ class TestPlans:
                 f"{path}/status",
                 {"CallSid": CALL_SID, "CallStatus": "completed", "CallDuration": "30"},
             )
+            with responses.RequestsMock() as api:
+                api.get(record_url(CALL_SID), json=twilio_record("completed", "30"))
+                assert call_settle_from_record(call_id=call_id)
         with CaptureQueriesContext(connection) as detail:
             tenant.client.get(f"/calls/{call_id}")
 
@@ -434,9 +463,10 @@ class TestPlans:
         )
 
         # Initiate: the key, its last_used_at, the number, the assistant, the hold, the call's
-        # update; webhooks: the call, two claims, the balance lock and its update; the detail:
-        # the call and its events (the key's SELECT is the same statement as before).
-        assert len(explained) == 13
+        # update; webhooks: the call, two claims; settling on the record: the cost's claim, the
+        # balance lock and its update; the detail: the call and its events (the key's SELECT
+        # is the same statement as before).
+        assert len(explained) == 14
         for sql, plan in explained.items():
             assert "Seq Scan" not in plan, f"{sql}\n{plan}"
         assert Call.objects.get(pk=call_id).status == "completed"
@@ -458,3 +488,11 @@ class TestPlans:
         assert len(explained) == 4
         for sql, plan in explained.items():
             assert "Seq Scan" not in plan, f"{sql}\n{plan}"
+
+
+def record_url(sid: str) -> str:
+    return CALLS_URL.replace(".json", f"/{sid}.json")
+
+
+def twilio_record(status: str, duration: str) -> dict[str, str]:
+    return {"sid": CALL_SID, "status": status, "duration": duration}

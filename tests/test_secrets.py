@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 
 from burki.models import ApiKey
 from calls.models import Call
+from calls.services import call_settle_from_record
 from telephony.models import ProviderAccount
 from tests.conftest import Tenant, make_tenant
 from tests.factories import PhoneNumberFactory, ProviderAccountFactory
@@ -150,6 +151,10 @@ def test_no_secret_appears_in_any_log_response_or_admin_page(
     keep(plain.post(webhook, {"CallSid": CALL_SID, "CallStatus": "completed"}))  # forged
     completed = {"CallSid": CALL_SID, "CallStatus": "completed", "CallDuration": "42"}
     keep(signed_post(plain, webhook, completed, TOKEN))
+    with responses.RequestsMock() as twilio:  # the worker settles it on Twilio's record
+        record = {"sid": CALL_SID, "status": "completed", "duration": "42"}
+        twilio.get(CALLS_URL.replace(".json", f"/{CALL_SID}.json"), json=record)
+        assert call_settle_from_record(call_id=Call.objects.get(pk=call_id).pk)
     keep(tenant.client.get(f"/calls/{call_id}"))
     keep(tenant.client.get("/calls"))
     keep(APIClient().get("/calls", HTTP_AUTHORIZATION=f"Bearer {tenant.api_key}x"))

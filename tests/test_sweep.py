@@ -192,3 +192,71 @@ def test_a_call_that_cannot_be_swept_does_not_stop_the_others(broke_after_five: 
     assert (report.settled, report.left) == (1, 1)
     second.refresh_from_db()
     assert (second.status, second.cost_cents) == ("busy", 0)
+
+
+class TestAnEndOnlyAWebhookReported:
+    """Twilio's webhooks are signed with the account's own token: their end is recorded, the
+    money held until Twilio's record says how the call ended."""
+
+    def test_the_sweep_settles_it_on_the_record_once_the_record_has_it(
+        self, broke_after_five: Tenant
+    ) -> None:
+        call = answered_twilio_call(broke_after_five, SIDS[0])
+        ended = {"CallSid": call.call_sid, "CallStatus": "completed", "CallDuration": "0"}
+        signed_post(broke_after_five.client, f"/webhooks/calls/{call.pk}/status", ended)
+        Call.objects.filter(pk=call.pk).update(ended_at=timezone.now() - timedelta(minutes=5))
+
+        with responses.RequestsMock() as api:
+            api.get(record_url(call.call_sid), json=twilio_record(call.call_sid, "completed", "90"))
+            report = calls_sweep()
+
+        assert report.settled == 1
+        call.refresh_from_db()
+        assert (call.duration_seconds, call.cost_cents, call.settled_by) == (90, 15, "provider")
+        assert_money_consistent(broke_after_five.organization)
+
+    def test_if_twilio_never_gives_its_record_the_webhooks_figure_is_used_at_last(
+        self, broke_after_five: Tenant, settings
+    ) -> None:
+        call = answered_twilio_call(broke_after_five, SIDS[0])
+        ended = {"CallSid": call.call_sid, "CallStatus": "completed", "CallDuration": "42"}
+        signed_post(broke_after_five.client, f"/webhooks/calls/{call.pk}/status", ended)
+        Call.objects.filter(pk=call.pk).update(ended_at=timezone.now() - timedelta(minutes=10))
+        settings.CALL_SWEEP_GIVE_UP_SECONDS = 15 * 60
+
+        with responses.RequestsMock() as api:
+            api.get(record_url(call.call_sid), json={"message": "down"}, status=503)
+            first = calls_sweep()
+        call.refresh_from_db()
+        assert (first.left, call.cost_cents) == (1, None)  # held, asked again next run
+
+        settings.CALL_SWEEP_GIVE_UP_SECONDS = 5 * 60
+        with responses.RequestsMock() as api:
+            api.get(record_url(call.call_sid), json={"message": "down"}, status=503)
+            last = calls_sweep()
+
+        assert last.settled == 1
+        call.refresh_from_db()
+        assert (call.duration_seconds, call.cost_cents, call.settled_by) == (42, 7, "webhook")
+        assert_money_consistent(broke_after_five.organization)
+
+
+def test_a_forged_end_frees_no_slot_under_the_cap(broke_after_five: Tenant) -> None:
+    """With a cap of 2, ending both calls by webhooks the organization signed itself does not
+    let a third be dialled until Twilio's own record says they are over."""
+    tenant = broke_after_five
+    tenant.organization.max_concurrent_calls = 2
+    tenant.organization.save()
+    calls = [answered_twilio_call(tenant, sid) for sid in SIDS[:2]]
+    for call in calls:
+        forged = {"CallSid": call.call_sid, "CallStatus": "completed", "CallDuration": "0"}
+        assert signed_post(tenant.client, f"/webhooks/calls/{call.pk}/status", forged).json() == {
+            "detail": "Applied."
+        }
+
+    with responses.RequestsMock():  # dials nothing
+        third = initiate(tenant)
+
+    assert third.status_code == 429
+    assert Call.objects.count() == 2
+    assert_money_consistent(tenant.organization)

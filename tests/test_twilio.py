@@ -10,6 +10,7 @@ from twilio.request_validator import RequestValidator
 
 from billing.models import Balance, LedgerEntry
 from calls.models import Call, CallEvent
+from calls.services import call_settle_from_record
 from tests.conftest import Tenant, assert_money_consistent
 from tests.factories import PhoneNumberFactory
 
@@ -32,6 +33,21 @@ def twilio_created(sid: str = CALL_SID) -> dict:
 def initiate(tenant: Tenant, **extra: object):
     body = {"from_phone_number": "+15551234567", "to_phone_number": TO, **extra}
     return tenant.client.post("/calls/initiate", body, format="json")
+
+
+def record_url(sid: str = CALL_SID) -> str:
+    return CALLS_URL.replace(".json", f"/{sid}.json")
+
+
+def settle_on_twilios_record(call: Call, status: str, duration: str = "0") -> None:
+    """The worker's step after an end Twilio's webhook reported: Twilio's webhooks are signed
+    with the account's own auth token, so the call is settled on Twilio's record of it."""
+    with responses.RequestsMock() as api:
+        api.get(
+            record_url(call.call_sid),
+            json={"sid": call.call_sid, "status": status, "duration": duration},
+        )
+        assert call_settle_from_record(call_id=call.pk)
 
 
 def signed_post(client, path: str, params: dict, token: str = AUTH_TOKEN):
@@ -200,6 +216,7 @@ def test_the_lifecycle_settles_the_exact_cost_once(
 
     assert first.json() == {"detail": "Applied."}
     assert again.json() == {"detail": "Ignored: already applied."}
+    settle_on_twilios_record(placed_call, "completed", "125")
     placed_call.refresh_from_db()
     # 125 s at 10 cents a minute = 20.83 cents, rounded up.
     assert (placed_call.status, placed_call.duration_seconds, placed_call.cost_cents) == (
@@ -227,6 +244,7 @@ def test_the_lifecycle_settles_the_exact_cost_once(
 def test_a_late_ringing_after_the_end_changes_nothing(client, placed_call: Call) -> None:
     path = f"/webhooks/calls/{placed_call.pk}/status"
     signed_post(client, path, {"CallSid": CALL_SID, "CallStatus": "busy"})
+    settle_on_twilios_record(placed_call, "busy")
 
     response = signed_post(client, path, {"CallSid": CALL_SID, "CallStatus": "ringing"})
 
@@ -289,6 +307,8 @@ def test_a_call_twilio_placed_after_our_time_out_is_followed_and_billed(
     assert call.initiated_at is not None  # adopted: the sweep and a hang-up can name it now
     ended = {"CallSid": CALL_SID, "CallStatus": "completed", "CallDuration": "600"}
     assert signed_post(tenant.client, f"{path}/status", ended).json() == {"detail": "Applied."}
+    responses.get(record_url(), json={"sid": CALL_SID, "status": "completed", "duration": "600"})
+    assert call_settle_from_record(call_id=call.pk)
 
     call.refresh_from_db()
     assert (call.status, call.call_sid, call.duration_seconds, call.cost_cents) == (

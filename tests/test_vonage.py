@@ -15,7 +15,14 @@ from billing.models import Balance, LedgerEntry
 from calls.models import Call, CallEvent
 from tests.conftest import Tenant, assert_money_consistent
 from tests.factories import VONAGE_SIGNATURE_SECRET, vonage_private_key
-from tests.test_provider_conformance import VonageDriver, Webhook, initiate, send, signed
+from tests.test_provider_conformance import (
+    VonageDriver,
+    Webhook,
+    initiate,
+    send,
+    settle_on_the_record,
+    signed,
+)
 
 vonage = VonageDriver()
 
@@ -64,6 +71,7 @@ def test_an_unconnected_call_ends_by_its_status_and_costs_nothing(
     response = signed(client, vonage, f"/webhooks/calls/{placed.pk}/status", event(status))
 
     assert response.json() == {"detail": "Applied."}
+    settle_on_the_record(vonage, placed, state=state)
     placed.refresh_from_db()
     assert (placed.status, placed.end_reason, placed.cost_cents) == (state, status, 0)
     assert_money_consistent(tenant.organization)
@@ -226,6 +234,9 @@ def test_a_body_sent_with_whitespace_verifies_against_its_compact_hash(
     response = send(client, f"/webhooks/calls/{placed.pk}/status", spaced, token(claims))
 
     assert response.json() == {"detail": "Applied."}
+    placed.refresh_from_db()
+    assert (placed.status, placed.duration_seconds) == ("completed", 61)  # as it reported
+    settle_on_the_record(vonage, placed, talked=61)
     placed.refresh_from_db()
     assert (placed.status, placed.duration_seconds, placed.cost_cents) == ("completed", 61, 11)
     assert_money_consistent(tenant.organization)

@@ -156,6 +156,10 @@ class Provider:
     simulates_calls: ClassVar[bool] = False
     # Its calls are reported by signed webhooks (SIP calls by the agent, sandbox calls by no one).
     sends_webhooks: ClassVar[bool] = True
+    # Its webhooks are signed with a secret of the account (Twilio's auth token, Vonage's
+    # signature secret), which the organization holds: it could sign an end of its own making.
+    # (Telnyx signs with its own private key.)
+    account_can_forge_webhooks: ClassVar[bool] = False
 
     def __init__(self, *, name: str, label: str) -> None:
         self.name = name

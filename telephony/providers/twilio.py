@@ -69,6 +69,7 @@ class TwilioProvider(Provider):
     can_find_calls = True
     can_fetch_calls = True
     can_hang_up = True
+    account_can_forge_webhooks = True
 
     def client(self, account: Account) -> Client:
         client = Client(

@@ -99,6 +99,7 @@ class VonageProvider(Provider):
     can_find_calls = False
     can_fetch_calls = True
     can_hang_up = True
+    account_can_forge_webhooks = True
 
     def voice(self, account: Account) -> Voice:
         # A client per call: the SDK's HttpClient keeps the Authorization header in a dict shared
