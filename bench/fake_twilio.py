@@ -4,18 +4,24 @@ The benchmark points the real Twilio SDK at it (TWILIO_API_BASE_URL), so the ini
 figure is our cost, the SDK's included, and not the network's. Keep-alive (HTTP/1.1) like the
 real API, so the SDK's pooled session is exercised as in production.
 
-Usage: python bench/fake_twilio.py PORT
+It keeps each call it created, and answers the call resource (GET .../Calls/{sid}.json) as
+Twilio would once the call is over: completed, after `--talk` seconds (the tests settle calls
+on that record).
+
+Usage: python bench/fake_twilio.py PORT [--talk SECONDS]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import secrets
-import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CALLS_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls\.json$")
+CALL_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls/(CA[0-9a-f]{32})\.json$")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -24,22 +30,34 @@ class Handler(BaseHTTPRequestHandler):
     # the client's delayed ACK would add 40 ms to every answer.
     disable_nagle_algorithm = True
 
+    talk_seconds = 60
+    calls: dict[str, dict[str, object]] = {}
+    lock = threading.Lock()
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         match = CALLS_PATH.match(self.path)
         if match is None:
-            self.reply(404, {"code": 20404, "message": "Not found", "status": 404})
+            self.not_found()
             return
-        self.reply(
-            201,
-            {
-                "sid": "CA" + secrets.token_hex(16),
-                "account_sid": match.group(1),
-                "status": "queued",
-                "direction": "outbound-api",
-            },
-        )
+        sid = "CA" + secrets.token_hex(16)
+        call = {"sid": sid, "account_sid": match.group(1), "direction": "outbound-api"}
+        with self.lock:
+            self.calls[sid] = {**call, "status": "completed", "duration": str(self.talk_seconds)}
+        self.reply(201, {**call, "status": "queued"})
+
+    def do_GET(self) -> None:
+        match = CALL_PATH.match(self.path)
+        with self.lock:
+            record = self.calls.get(match.group(2)) if match else None
+        if record is None:
+            self.not_found()
+            return
+        self.reply(200, record)
+
+    def not_found(self) -> None:
+        self.reply(404, {"code": 20404, "message": "Not found", "status": 404})
 
     def reply(self, status: int, body: dict[str, object]) -> None:
         payload = json.dumps(body).encode()
@@ -54,7 +72,12 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("port", type=int)
+    parser.add_argument("--talk", type=int, default=60, help="how long every call talked")
+    args = parser.parse_args()
+    Handler.talk_seconds = args.talk
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     server.serve_forever()
 

@@ -3,6 +3,10 @@ anyone asking for it."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from unittest import mock
 
@@ -14,9 +18,10 @@ from django.utils import timezone
 from calls import tasks
 from calls.models import Call
 from telephony.providers.sandbox import SandboxProvider
-from tests.celery_worker import celery_worker, wait_for
+from tests.celery_worker import ROOT, celery_worker, wait_for
 from tests.conftest import assert_money_consistent, make_tenant
 from tests.factories import PhoneNumberFactory
+from tests.test_twilio import signed_post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -93,3 +98,55 @@ def test_the_sweep_settles_a_call_whose_end_never_came_with_nobody_asking(tmp_pa
     )
     assert_money_consistent(tenant.organization)
     assert "calls.tasks.calls_sweep" in worker.log
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[str]:
+    """bench/fake_twilio.py on a free loopback port: every call it places talks for 125 s."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(  # noqa: S603
+        [sys.executable, str(ROOT / "bench" / "fake_twilio.py"), str(port), "--talk", "125"]
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: _listening(port), timeout=10), "the fake Twilio did not start"
+        yield base_url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_twilio_end_is_settled_by_the_worker_on_twilios_own_record(
+    tmp_path, fake_twilio: str
+) -> None:
+    """The webhook says "completed, 0 s" (the organization could have signed it itself); the
+    worker fetches the call from Twilio's API and bills the 125 s it really talked."""
+    tenant = make_tenant()
+    PhoneNumberFactory(
+        organization=tenant.organization, number=BODY["from_phone_number"], twilio=True
+    )
+    url = {"TWILIO_API_BASE_URL": fake_twilio}
+
+    with celery_worker(tmp_path, **url) as worker, override_settings(**url):
+        placed = tenant.client.post("/calls/initiate", BODY, format="json")
+        assert placed.status_code == 200, placed.json()
+        call = Call.objects.get()
+        ended = {"CallSid": call.call_sid, "CallStatus": "completed", "CallDuration": "0"}
+        path = f"/webhooks/calls/{call.pk}/status"
+        assert signed_post(tenant.client, path, ended).json() == {"detail": "Applied."}
+        settled = wait_for(
+            lambda: Call.objects.filter(cost_cents__isnull=False).exists(), timeout=20
+        )
+
+    assert settled, worker.log
+    call.refresh_from_db()
+    assert (call.status, call.duration_seconds, call.cost_cents) == ("completed", 125, 21)
+    assert call.settled_by == "provider"
+    assert_money_consistent(tenant.organization)
