@@ -813,7 +813,12 @@ def _call_sweep_unsettled(*, call: Call, now: datetime, report: SweepReport) -> 
         report.settled += 1
         return
     assert call.ended_at is not None
-    if now < call.ended_at + timedelta(seconds=settings.CALL_SWEEP_GIVE_UP_SECONDS):
+    # An end the organization could have signed itself is waited on until the call can no
+    # longer be live either: a forged early end must not outwait a record that says it goes on.
+    last_moment = call.ended_at
+    if get_provider(call.provider).account_can_forge_webhooks and call.live_until:
+        last_moment = max(last_moment, call.live_until)
+    if now < last_moment + timedelta(seconds=settings.CALL_SWEEP_GIVE_UP_SECONDS):
         report.left += 1
         return
     if call.duration_seconds is not None:

@@ -221,7 +221,8 @@ class TestAnEndOnlyAWebhookReported:
         call = answered_twilio_call(broke_after_five, SIDS[0])
         ended = {"CallSid": call.call_sid, "CallStatus": "completed", "CallDuration": "42"}
         signed_post(broke_after_five.client, f"/webhooks/calls/{call.pk}/status", ended)
-        Call.objects.filter(pk=call.pk).update(ended_at=timezone.now() - timedelta(minutes=10))
+        past = timezone.now() - timedelta(minutes=10)
+        Call.objects.filter(pk=call.pk).update(ended_at=past, live_until=past)
         settings.CALL_SWEEP_GIVE_UP_SECONDS = 15 * 60
 
         with responses.RequestsMock() as api:
@@ -238,6 +239,26 @@ class TestAnEndOnlyAWebhookReported:
         assert last.settled == 1
         call.refresh_from_db()
         assert (call.duration_seconds, call.cost_cents, call.settled_by) == (42, 7, "webhook")
+        assert_money_consistent(broke_after_five.organization)
+
+    def test_an_early_end_does_not_outwait_a_record_that_says_the_call_goes_on(
+        self, broke_after_five: Tenant, settings
+    ) -> None:
+        """A "completed, 0 s" signed by the organization an hour before the call could end:
+        while Twilio's record says the call is in progress, the sweep keeps asking."""
+        call = answered_twilio_call(broke_after_five, SIDS[0])
+        forged = {"CallSid": call.call_sid, "CallStatus": "completed", "CallDuration": "0"}
+        signed_post(broke_after_five.client, f"/webhooks/calls/{call.pk}/status", forged)
+        Call.objects.filter(pk=call.pk).update(ended_at=timezone.now() - timedelta(hours=2))
+        settings.CALL_SWEEP_GIVE_UP_SECONDS = 60  # long past, counted from the reported end
+
+        with responses.RequestsMock() as api:
+            api.get(record_url(call.call_sid), json=twilio_record(call.call_sid, "in-progress"))
+            report = calls_sweep()
+
+        assert (report.settled, report.left) == (0, 1)
+        call.refresh_from_db()
+        assert (call.cost_cents, call.settled_by) == (None, None)
         assert_money_consistent(broke_after_five.organization)
 
 
