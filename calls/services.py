@@ -433,34 +433,23 @@ def _call_settle_on_late_answer(
     ).update(answered_at=answered_at)
     if not filled:
         return False  # a repeated or late event, as any other
-    if defer_settlement:
-        CallEvent.objects.create(
-            call_id=call.pk,
-            status=CallState.IN_PROGRESS,
-            source=source,
-            detail={**event.raw, "arrived_after_the_end": True},
-        )
-        transaction.on_commit(lambda: call_settle_later(call_id=call.pk, attempt=0))
-        return True
-    row = Call.objects.get(pk=call.pk)
-    assert row.ended_at is not None  # it ended: that is what it was waiting in
-    duration, charge = _duration_and_charge(row, _talk_seconds(answered_at, row.ended_at))
-    Call.objects.filter(pk=call.pk).update(
-        duration_seconds=duration, cost_cents=charge, settled_by=Settlement.WEBHOOK
-    )
     CallEvent.objects.create(
         call_id=call.pk,
         status=CallState.IN_PROGRESS,
         source=source,
         detail={**event.raw, "arrived_after_the_end": True},
     )
-    balance_settle(
-        organization_id=row.organization_id,
-        call_id=row.pk,
-        held_cents=row.hold_cents,
-        charge_cents=charge,
+    if defer_settlement:
+        transaction.on_commit(lambda: call_settle_later(call_id=call.pk, attempt=0))
+        return True
+    row = Call.objects.get(pk=call.pk)
+    assert row.ended_at is not None  # it ended: that is what it was waiting in
+    _call_settle_pending(
+        call=row,
+        seconds=_talk_seconds(answered_at, row.ended_at),
+        settled_by=Settlement.WEBHOOK,
     )
-    call.duration_seconds, call.cost_cents = duration, charge
+    call.duration_seconds, call.cost_cents = row.duration_seconds, row.cost_cents
     return True
 
 
@@ -778,31 +767,23 @@ def calls_sweep(*, now: datetime | None = None) -> SweepReport:
         )
         .order_by("live_until")
     )
-    for call in overdue.iterator(chunk_size=100):
-        try:
-            _call_sweep_one(call=call, now=now, report=report)
-        except Exception:
-            # One call that cannot be swept (an undecryptable secret, a provider's surprise)
-            # must not keep the calls after it from being settled.
-            logger.exception("sweep: call %s left for the next run", call.pk)
-            report.left += 1
     # Ended, by their webhook, with the money still held: waiting for the provider's record,
-    # or for the answer their talk time is measured from (call_apply_event).
-    unsettled = (
-        Call.objects.select_related("provider_account")
-        .filter(
-            status__in=FINAL_STATES,
-            cost_cents__isnull=True,
-            ended_at__lt=now - timedelta(seconds=settings.CALL_SWEEP_GRACE_SECONDS),
-        )
-        .order_by("ended_at")
-    )
-    for call in unsettled.iterator(chunk_size=100):
-        try:
-            _call_sweep_unsettled(call=call, now=now, report=report)
-        except Exception:
-            logger.exception("sweep: call %s left for the next run", call.pk)
-            report.left += 1
+    # or for the answer their talk time is measured from (call_apply_event). (The record is
+    # fetched with the call as call_settle_from_record reads it: no account joined here.)
+    unsettled = Call.objects.filter(
+        status__in=FINAL_STATES,
+        cost_cents__isnull=True,
+        ended_at__lt=now - timedelta(seconds=settings.CALL_SWEEP_GRACE_SECONDS),
+    ).order_by("ended_at")
+    for calls, sweep in ((overdue, _call_sweep_one), (unsettled, _call_sweep_unsettled)):
+        for call in calls.iterator(chunk_size=100):
+            try:
+                sweep(call=call, now=now, report=report)
+            except Exception:
+                # One call that cannot be swept (an undecryptable secret, a provider's
+                # surprise) must not keep the calls after it from being settled.
+                logger.exception("sweep: call %s left for the next run", call.pk)
+                report.left += 1
     return report
 
 
