@@ -129,6 +129,11 @@ CACHES = {
 SIP_AGENTS = env.list("SIP_AGENTS", default=["127.0.0.1:5070"])
 SIP_AGENT_SECRET = env.str("SIP_AGENT_SECRET", default="")
 SIP_AGENT_TIMEOUT_SECONDS = env.float("SIP_AGENT_TIMEOUT_SECONDS", default=5.0)
+# Each agent stamps the calls it carries this often; a call not stamped for
+# SIP_AGENT_SILENT_SECONDS has lost its agent (killed, its machine gone) and is settled by the next
+# sweep as ended when it was last heard.
+SIP_AGENT_HEARTBEAT_SECONDS = env.float("SIP_AGENT_HEARTBEAT_SECONDS", default=5.0)
+SIP_AGENT_SILENT_SECONDS = env.int("SIP_AGENT_SILENT_SECONDS", default=30)
 
 # Secrets at rest (provider tokens, private keys, SIP passwords) are Fernet-encrypted.
 # The first key encrypts; every key decrypts, so a new key is rotated in by putting it first.

@@ -67,6 +67,9 @@ class Call(models.Model):
     # (which the provider enforces) have passed. Until then it counts against the cap on
     # simultaneous calls.
     live_until = models.DateTimeField(null=True, blank=True)
+    # For a provider that `reports_liveness` (SIP): when its carrier last said the call was up.
+    # A carrier that dies mid-call (a SIP agent killed) leaves the moment it last talked.
+    last_heard_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Value
+from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Coalesce, NullIf
 from django.urls import reverse
 from django.utils import timezone
@@ -36,7 +36,7 @@ from calls.errors import (
     ProviderUnavailable,
     TooManyConcurrentCalls,
 )
-from calls.models import Call, CallEvent, IdempotencyKey, Settlement
+from calls.models import LIVE_STATES, Call, CallEvent, IdempotencyKey, Settlement
 from calls.selectors import calls_in_progress
 from calls.templating import Scalar, render
 from telephony.models import PhoneNumber, provider_credentials
@@ -756,6 +756,10 @@ def calls_sweep(*, now: datetime | None = None) -> SweepReport:
     tell about CALL_SWEEP_GIVE_UP_SECONDS past `live_until` is settled by the rule: answered,
     it is charged its time limit (the most the provider can have let it last); never answered,
     its hold is released. Such calls are `settled_by` "estimate", for an operator to review.
+
+    A SIP call is not waited on so long: its agent stamps it every few seconds, and one not
+    stamped for SIP_AGENT_SILENT_SECONDS that no agent carries any more ended when last heard
+    (answered, it is charged to then, `settled_by` "agent"; ringing, its hold is released).
     """
     now = now or timezone.now()
     report = SweepReport()
@@ -775,7 +779,11 @@ def calls_sweep(*, now: datetime | None = None) -> SweepReport:
         cost_cents__isnull=True,
         ended_at__lt=now - timedelta(seconds=settings.CALL_SWEEP_GRACE_SECONDS),
     ).order_by("ended_at")
-    for calls, sweep in ((overdue, _call_sweep_one), (unsettled, _call_sweep_unsettled)):
+    for calls, sweep in (
+        (_calls_gone_silent(now), _call_sweep_silent),
+        (overdue, _call_sweep_one),
+        (unsettled, _call_sweep_unsettled),
+    ):
         for call in calls.iterator(chunk_size=100):
             try:
                 sweep(call=call, now=now, report=report)
@@ -785,6 +793,57 @@ def calls_sweep(*, now: datetime | None = None) -> SweepReport:
                 logger.exception("sweep: call %s left for the next run", call.pk)
                 report.left += 1
     return report
+
+
+def call_heard_from(*, call_ids: list[str], at: datetime) -> int:
+    """The carrier of these calls (a SIP agent) says they were up, or being dialled, at `at`."""
+    return Call.objects.filter(pk__in=call_ids, status__in=LIVE_STATES).update(last_heard_at=at)
+
+
+def _calls_gone_silent(now: datetime) -> QuerySet[Call]:
+    """Calls whose carrier stamps them (a provider that `reports_liveness`: SIP) not stamped
+    for SIP_AGENT_SILENT_SECONDS: their agent stopped without reporting their end."""
+    silent_since = now - timedelta(seconds=settings.SIP_AGENT_SILENT_SECONDS)
+    return (
+        Call.objects.select_related("provider_account")
+        .filter(status__in=SWEPT_STATES, last_heard_at__lt=silent_since, initiated_at__isnull=False)
+        .exclude(call_sid="")
+        .order_by("last_heard_at")
+    )
+
+
+def _call_sweep_silent(*, call: Call, now: datetime, report: SweepReport) -> None:
+    """A call whose agent went quiet: if no agent carries it any more (or none can be asked,
+    as when the only one was killed), it ended when it was last heard, and is settled so."""
+    provider = get_provider(call.provider)
+    try:
+        record = provider.fetch_call(
+            _call_record_query(call), provider_credentials(call.provider_account)
+        )
+    except ProviderError as exc:
+        logger.info("sweep: call %s is silent and its agents cannot be asked: %s", call.pk, exc)
+        record = None
+    if record is not None:
+        report.left += 1  # an agent still carries it: its heartbeat is only late
+        return
+    assert call.last_heard_at is not None
+    heard_at = max(call.last_heard_at, call.answered_at or call.last_heard_at)
+    if call.answered_at is not None:
+        ended = StatusEvent(
+            CallState.COMPLETED,
+            duration_seconds=_talk_seconds(call.answered_at, heard_at),
+            reason="Its SIP agent stopped mid-call: charged to when it last reported the call up.",
+        )
+    else:
+        ended = StatusEvent(
+            CallState.FAILED,
+            duration_seconds=0,
+            reason="Its SIP agent stopped before the call was answered: its hold was released.",
+        )
+    ended = replace(ended, occurred_at=heard_at, raw={"found_by": "sweep", "rule": "agent gone"})
+    if call_apply_event(call=call, event=ended, source="sweep", settled_by=Settlement.AGENT):
+        logger.warning("sweep: call %s settled as its agent left it: %s", call.pk, ended.reason)
+        report.settled += 1
 
 
 def _call_sweep_unsettled(*, call: Call, now: datetime, report: SweepReport) -> None:

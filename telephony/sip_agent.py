@@ -168,6 +168,8 @@ class SipAgent:
         self,
         *,
         report: Callable[[str, StatusEvent], None],
+        alive: Callable[[list[str]], None] | None = None,
+        heartbeat_seconds: float = 5.0,
         sip_host: str = "0.0.0.0",  # noqa: S104 - the SIP side must be reachable by the trunk
         sip_port: int = 5060,
         rtp_port: int = 4000,
@@ -176,6 +178,8 @@ class SipAgent:
         trunk_response_timeout: float = 5.0,
     ) -> None:
         self._report = report
+        self._alive = alive
+        self._heartbeat_seconds = heartbeat_seconds
         self._sip_host = sip_host
         self._sip_port = sip_port
         self._rtp_port = rtp_port
@@ -249,12 +253,16 @@ class SipAgent:
     def run(self, stop: threading.Event) -> None:
         assert self._ep is not None, "start() first"
         next_gc = time.monotonic() + GC_INTERVAL_SECONDS
+        next_beat = time.monotonic()
         while not stop.is_set():
             self._ep.libHandleEvents(10)
             self._drain_commands()
             self._run_retries()
             self._enforce_deadlines()
             self._release_ended()
+            if time.monotonic() >= next_beat:
+                self._beat()
+                next_beat = time.monotonic() + self._heartbeat_seconds
             if time.monotonic() >= next_gc:
                 gc.collect()
                 next_gc = time.monotonic() + GC_INTERVAL_SECONDS
@@ -284,6 +292,7 @@ class SipAgent:
                 dial.trunk_index += 1
                 continue
             self._dials[request.call_id] = dial
+            self._beat()  # at once: this process may die before the next beat
             return leg.sip_call_id
 
     def find(self, call_id: str) -> list[dict[str, str]]:
@@ -591,6 +600,12 @@ class SipAgent:
                 self._hang_up(dial, f"no answer within {limit} s", CallState.NO_ANSWER)
             else:
                 self._hang_up(dial, f"time limit of {dial.request.time_limit_seconds} s reached")
+
+    def _beat(self) -> None:
+        # Every call being dialled or talked, so that if this process dies without a word
+        # (SIGKILL, its machine lost) the sweep knows when each was last up.
+        if self._alive is not None and self._dials:
+            self._alive(list(self._dials))
 
     def _sample_rtp(self, leg: _Leg) -> None:
         try:

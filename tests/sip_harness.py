@@ -54,6 +54,7 @@ class AgentProcess:
             "DATABASE_URL": test_database_url(),
             "SIP_AGENT_SECRET": SECRET,
             "CONN_MAX_AGE": "0",
+            "SIP_AGENT_HEARTBEAT_SECONDS": "0.2",
         }
         offset = control_port - AGENT_CONTROL_PORT
         self.log = log_path.open("w")
@@ -86,6 +87,12 @@ class AgentProcess:
             return self.process.wait(timeout=20)
         finally:
             self.log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: the process ends without a word, as on an OOM kill or a lost machine."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.log.close()
 
     def output(self) -> str:
         return self.log_path.read_text()

@@ -19,6 +19,7 @@ from rest_framework.test import APIClient
 from billing import services as billing_services
 from billing.models import Balance
 from calls.models import Call
+from calls.services import calls_sweep
 from telephony import sip_control
 from telephony.providers import get_provider
 from telephony.providers.base import Account, PlacedCallQuery, StatusEvent
@@ -486,6 +487,34 @@ def test_sigterm_hangs_up_an_answered_call_and_records_it(
     assert (call.status, call.end_reason) == ("completed", "agent shut down (BYE sent)")
     verdict = sipp.verdict()
     assert (verdict.exit_code, verdict.errors) == (0, "")
+    assert held(tenant) == 0
+    assert_money_consistent(tenant.organization)
+
+
+def test_calls_of_an_agent_killed_mid_call_are_settled_at_the_time_they_talked(
+    tenant: Tenant, sip_settings, sipp_cleanup, tmp_path: Path
+) -> None:
+    sip_settings.SIP_AGENT_SILENT_SECONDS = 1
+    agent = AgentProcess(tmp_path / "agent.log")
+    sipp = start_sipp(sipp_cleanup, tmp_path, "uas_answer_wait_bye.xml")
+    sip_number(tenant, sipp.gateway)  # 600 s time limit: one hour's rule would charge 600 s
+    response = initiate(tenant)
+    assert response.status_code == 200, response.json()
+    deadline = time.monotonic() + 10
+    while Call.objects.get().status != "in-progress" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(3)  # talking, stamped every 0.2 s
+
+    agent.kill()
+    killed_at = timezone.now()
+    time.sleep(1.5)  # past SIP_AGENT_SILENT_SECONDS: the next sweep finds it
+    report = calls_sweep()
+
+    assert report.settled == 1
+    call = Call.objects.get()
+    assert (call.status, call.settled_by) == ("completed", "agent")
+    assert call.duration_seconds in (2, 3)  # answered to last heard, to the heartbeat
+    assert killed_at - timedelta(seconds=0.5) <= call.ended_at <= killed_at
     assert held(tenant) == 0
     assert_money_consistent(tenant.organization)
 

@@ -13,7 +13,10 @@ from django.utils import timezone
 from billing.models import Balance
 from calls import tasks
 from calls.models import Call
-from calls.services import calls_sweep
+from calls.services import call_apply_event, call_heard_from, calls_sweep
+from telephony import sip_control
+from telephony.models import SipTrunk
+from telephony.providers.base import StatusEvent
 from telephony.providers.sandbox import SandboxProvider
 from tests.conftest import Tenant, assert_money_consistent, make_tenant
 from tests.factories import PhoneNumberFactory
@@ -281,3 +284,134 @@ def test_a_forged_end_frees_no_slot_under_the_cap(broke_after_five: Tenant) -> N
     assert third.status_code == 429
     assert Call.objects.count() == 2
     assert_money_consistent(tenant.organization)
+
+
+SIP_AGENT = "127.0.0.1:25079"
+SIP_SECRET = "sweep-test-secret"
+
+
+class TestACallWhoseSipAgentWentSilent:
+    """A SIP agent stamps its calls every few seconds; one killed without a word (SIGKILL, its
+    machine lost) leaves calls that stop being stamped. The next sweep settles them at the
+    moment they were last heard to be up, not at their time limit an hour later."""
+
+    @pytest.fixture
+    def agent(self, settings):
+        """A stand-in for the agents' control channel: it dials, and says which calls it
+        still carries."""
+        carried: list[dict] = []
+
+        def handle(payload: dict) -> dict:
+            if payload["op"] == "dial":
+                return {"ok": True, "call_sid": f"{payload['call_id']}@sip"}
+            return {"ok": True, "calls": carried}
+
+        server = sip_control.ControlServer(SIP_AGENT, handle, SIP_SECRET)
+        server.start()
+        settings.SIP_AGENTS = [SIP_AGENT]
+        settings.SIP_AGENT_SECRET = SIP_SECRET
+        settings.SIP_AGENT_TIMEOUT_SECONDS = 1.0
+        settings.SIP_AGENT_SILENT_SECONDS = 30
+        yield carried
+        server.shutdown()
+        server.server_close()
+
+    def sip_call(self, tenant: Tenant, *, answered: bool) -> Call:
+        SipTrunk.objects.create(
+            organization=tenant.organization, name="Carrier", gateway="sip.carrier.test"
+        )
+        PhoneNumberFactory(organization=tenant.organization, number="+15551230000", provider="sip")
+        body = {"from_phone_number": "+15551230000", "to_phone_number": "+15559876543"}
+        response = tenant.client.post("/calls/initiate", body, format="json")
+        assert response.status_code == 200, response.json()
+        call = Call.objects.get(pk=response.json()["call_id"])
+        state = "in-progress" if answered else "ringing"
+        applied = call_apply_event(
+            call=call, event=StatusEvent(state, provider_call_id=call.call_sid), source="sip"
+        )
+        assert applied
+        call.refresh_from_db()
+        return call
+
+    def test_an_answered_call_is_charged_to_when_it_was_last_heard(
+        self, broke_after_five: Tenant, agent
+    ) -> None:
+        call = self.sip_call(broke_after_five, answered=True)
+        heard = call.answered_at + timedelta(seconds=125)
+        assert call_heard_from(call_ids=[str(call.pk)], at=heard) == 1
+
+        report = calls_sweep(now=heard + timedelta(seconds=31))
+
+        assert (report.settled, report.estimated, report.left) == (1, 0, 0)
+        call.refresh_from_db()
+        assert (call.status, call.duration_seconds, call.cost_cents) == ("completed", 125, 21)
+        assert (call.settled_by, call.ended_at) == ("agent", heard)
+        assert call.end_reason.startswith("Its SIP agent stopped mid-call")
+        balance = Balance.objects.get(organization=broke_after_five.organization)
+        assert (balance.balance_cents, balance.held_cents, balance.open_holds) == (479, 0, 0)
+        assert_money_consistent(broke_after_five.organization)
+
+    def test_a_ringing_call_is_released(self, broke_after_five: Tenant, agent) -> None:
+        call = self.sip_call(broke_after_five, answered=False)
+        heard = timezone.now()
+        call_heard_from(call_ids=[str(call.pk)], at=heard)
+
+        report = calls_sweep(now=heard + timedelta(seconds=31))
+
+        assert report.settled == 1
+        call.refresh_from_db()
+        assert (call.status, call.cost_cents, call.settled_by) == ("failed", 0, "agent")
+        balance = Balance.objects.get(organization=broke_after_five.organization)
+        assert (balance.balance_cents, balance.held_cents) == (500, 0)
+        assert_money_consistent(broke_after_five.organization)
+
+    def test_with_no_agent_left_to_ask_it_is_settled_all_the_same(
+        self, broke_after_five: Tenant, agent, settings
+    ) -> None:
+        call = self.sip_call(broke_after_five, answered=True)
+        heard = call.answered_at + timedelta(seconds=60)
+        call_heard_from(call_ids=[str(call.pk)], at=heard)
+        settings.SIP_AGENTS = ["127.0.0.1:25191"]  # the only agent was killed: nothing listens
+
+        report = calls_sweep(now=heard + timedelta(seconds=31))
+
+        assert report.settled == 1
+        call.refresh_from_db()
+        assert (call.status, call.duration_seconds, call.settled_by) == ("completed", 60, "agent")
+
+    def test_a_call_heard_from_recently_is_left_alone(
+        self, broke_after_five: Tenant, agent
+    ) -> None:
+        call = self.sip_call(broke_after_five, answered=True)
+        heard = timezone.now()
+        call_heard_from(call_ids=[str(call.pk)], at=heard)
+
+        report = calls_sweep(now=heard + timedelta(seconds=29))
+
+        assert (report.settled, report.left) == (0, 0)
+        call.refresh_from_db()
+        assert (call.status, call.cost_cents, call.settled_by) == ("in-progress", None, None)
+
+    def test_a_call_an_agent_still_carries_is_left_to_it(
+        self, broke_after_five: Tenant, agent
+    ) -> None:
+        call = self.sip_call(broke_after_five, answered=True)
+        heard = timezone.now()
+        call_heard_from(call_ids=[str(call.pk)], at=heard)
+        agent.append({"state": "in-progress", "sip_call_id": call.call_sid})  # only late
+
+        report = calls_sweep(now=heard + timedelta(seconds=31))
+
+        assert (report.settled, report.left) == (0, 1)
+        call.refresh_from_db()
+        assert (call.status, call.cost_cents) == ("in-progress", None)
+
+    def test_an_ended_call_is_not_stamped(self, broke_after_five: Tenant, agent) -> None:
+        call = self.sip_call(broke_after_five, answered=True)
+        ended = StatusEvent("completed", provider_call_id=call.call_sid, duration_seconds=7)
+        assert call_apply_event(call=call, event=ended, source="sip", settled_by="agent")
+
+        assert call_heard_from(call_ids=[str(call.pk)], at=timezone.now()) == 0
+
+        call.refresh_from_db()
+        assert (call.last_heard_at, call.duration_seconds) == (None, 7)

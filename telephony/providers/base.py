@@ -160,6 +160,9 @@ class Provider:
     # signature secret), which the organization holds: it could sign an end of its own making.
     # (Telnyx signs with its own private key.)
     account_can_forge_webhooks: ClassVar[bool] = False
+    # Whoever carries its calls says every few seconds which are still up (`Call.last_heard_at`;
+    # the SIP agents): a call that goes quiet has lost its carrier, and ended when last heard.
+    reports_liveness: ClassVar[bool] = False
 
     def __init__(self, *, name: str, label: str) -> None:
         self.name = name

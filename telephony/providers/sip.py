@@ -41,6 +41,8 @@ class SipProvider(Provider):
     can_hang_up = True
     # The agent reports each call's states through the calls services.
     sends_webhooks = False
+    # Each agent stamps its calls every SIP_AGENT_HEARTBEAT_SECONDS.
+    reports_liveness = True
 
     def place_call(self, call: OutboundCall, account: Account) -> str:
         payload = {

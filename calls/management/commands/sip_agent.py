@@ -15,14 +15,16 @@ import signal
 import threading
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.utils import timezone
 
 from calls.models import Call, Settlement
-from calls.services import call_apply_event
+from calls.services import call_apply_event, call_heard_from
 from telephony import sip_control
 from telephony.models import SipTrunk
 from telephony.providers.base import StatusEvent
@@ -56,19 +58,35 @@ def _trunk_targets(trunks: Iterable[SipTrunk]) -> tuple[Any, ...]:
     return tuple(targets)
 
 
+@dataclasses.dataclass(frozen=True)
+class Heartbeat:
+    """The calls the agent carried at `at`: each was up then."""
+
+    call_ids: list[str]
+    at: datetime
+
+
 class Reporter:
     """Applies the agent's events to calls, one at a time, off the SIP thread."""
 
     def __init__(self, agent: Any) -> None:
         self.agent = agent
-        self.events: queue.SimpleQueue[tuple[str, StatusEvent] | None] = queue.SimpleQueue()
+        self.events: queue.SimpleQueue[tuple[str, StatusEvent] | Heartbeat | None] = (
+            queue.SimpleQueue()
+        )
         self.thread = threading.Thread(target=self._run, name="sip-reporter", daemon=True)
 
     def report(self, call_id: str, event: StatusEvent) -> None:
         self.events.put((call_id, event))
 
+    def alive(self, call_ids: list[str]) -> None:
+        self.events.put(Heartbeat(call_ids=call_ids, at=timezone.now()))
+
     def _run(self) -> None:
         while (item := self.events.get()) is not None:
+            if isinstance(item, Heartbeat):
+                self._stamp(item)
+                continue
             call_id, event = item
             # A final event settles the money: ride out a database restart rather than lose it.
             for delay in RETRY_DELAYS:
@@ -87,6 +105,19 @@ class Reporter:
             else:
                 logger.error("gave up recording %s for call %s", event.state, call_id)
         connection.close()
+
+    def _stamp(self, beat: Heartbeat) -> None:
+        # One try: the next heartbeat follows in a few seconds, and a database that is down
+        # must not hold back the events queued behind it.
+        try:
+            call_heard_from(call_ids=beat.call_ids, at=beat.at)
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("heartbeat of %s calls not recorded: %s", len(beat.call_ids), exc)
+            connection.close()
+        except Exception:
+            logger.exception("heartbeat of %s calls not recorded", len(beat.call_ids))
+        finally:
+            close_old_connections()
 
     def apply(self, call_id: str, event: StatusEvent) -> str:
         """Record one event on its call; says what became of it, in the webhooks' words."""
@@ -171,6 +202,8 @@ class Command(BaseCommand):
         reporter = Reporter(agent=None)
         agent = SipAgent(
             report=reporter.report,
+            alive=reporter.alive,
+            heartbeat_seconds=settings.SIP_AGENT_HEARTBEAT_SECONDS,
             sip_host=sip_host,
             sip_port=sip_port,
             rtp_port=options["rtp_port"],
