@@ -100,11 +100,40 @@ CALL_RECONCILE_INTERVAL_SECONDS = env.int("CALL_RECONCILE_INTERVAL_SECONDS", def
 CALL_SWEEP_INTERVAL_SECONDS = env.int("CALL_SWEEP_INTERVAL_SECONDS", default=60)
 CALL_SWEEP_GRACE_SECONDS = env.int("CALL_SWEEP_GRACE_SECONDS", default=120)
 CALL_SWEEP_GIVE_UP_SECONDS = env.int("CALL_SWEEP_GIVE_UP_SECONDS", default=3600)
+# Customer webhooks (webhooks.services): how often the relay hands out due deliveries, the
+# seconds between attempts (then we give up), and what a delivery may cost us.
+WEBHOOK_RELAY_INTERVAL_SECONDS = env.float("WEBHOOK_RELAY_INTERVAL_SECONDS", default=1.0)
+WEBHOOK_RETRY_SCHEDULE = env.list(
+    "WEBHOOK_RETRY_SCHEDULE", cast=int, default=[5, 300, 1800, 7200, 18000, 36000, 36000]
+)
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = env.float("WEBHOOK_CONNECT_TIMEOUT_SECONDS", default=5.0)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15.0)
+WEBHOOK_MAX_RESPONSE_BYTES = env.int("WEBHOOK_MAX_RESPONSE_BYTES", default=65536)
+WEBHOOK_EXCERPT_BYTES = 1000
+# A worker holds a delivery it sends this long; one that died lets it go then.
+WEBHOOK_LEASE_SECONDS = env.int("WEBHOOK_LEASE_SECONDS", default=60)
+# For self-hosting on a private network (and for tests): deliver to private addresses too.
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
+# An endpoint whose every delivery has failed this long is disabled.
+WEBHOOK_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_DISABLE_AFTER_SECONDS", default=5 * 86400)
+# After a rotation, how long deliveries are signed with the old secret too.
+WEBHOOK_SECRET_OVERLAP_SECONDS = env.int("WEBHOOK_SECRET_OVERLAP_SECONDS", default=86400)
+WEBHOOK_EVENT_RETENTION_DAYS = env.int("WEBHOOK_EVENT_RETENTION_DAYS", default=30)
 CELERY_BEAT_SCHEDULE = {
     "sweep-overdue-calls": {
         "task": "calls.tasks.calls_sweep",
         "schedule": CALL_SWEEP_INTERVAL_SECONDS,
         "options": {"expires": CALL_SWEEP_INTERVAL_SECONDS},
+    },
+    "relay-webhooks": {
+        "task": "webhooks.tasks.webhooks_relay",
+        "schedule": WEBHOOK_RELAY_INTERVAL_SECONDS,
+        "options": {"expires": max(WEBHOOK_RELAY_INTERVAL_SECONDS, 5)},
+    },
+    "purge-webhook-events": {
+        "task": "webhooks.tasks.webhooks_purge",
+        "schedule": 3600,
+        "options": {"expires": 3600},
     },
     "reconcile-queued-calls": {
         "task": "calls.tasks.calls_reconcile",
@@ -160,6 +189,7 @@ INSTALLED_APPS = [
     "billing",
     "telephony",
     "calls",
+    "webhooks",
 ]
 
 MIDDLEWARE = [

@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("calls.urls")),
     path("", include("billing.urls")),
+    path("", include("webhooks.urls")),
 ]
 
 handler400 = "burki.exceptions.json_bad_request"

@@ -27,6 +27,7 @@ from calls.selectors import (
 )
 from calls.serializers import (
     E164Field,
+    MetadataField,
     SpokenTextField,
     VariablesField,
     e164_messages,
@@ -107,6 +108,7 @@ class InitiateCallApi(APIView):
             error_messages=text_messages("agenda", MAX_AGENDA_LENGTH),
         )
         variables = VariablesField(required=False, allow_null=True)
+        metadata = MetadataField(required=False, allow_null=True)
 
         def to_internal_value(self, data: Any) -> Any:
             if not isinstance(data, dict):
@@ -158,6 +160,7 @@ class InitiateCallApi(APIView):
             welcome_message=data.get("welcome_message"),
             agenda=data.get("agenda"),
             variables=data.get("variables"),
+            metadata=data.get("metadata"),
             idempotency_claim=idempotency_claim,
         )
         return Response(self.OutputSerializer(call_initiated_body(call)).data)
@@ -190,6 +193,7 @@ class CallOutputSerializer(serializers.ModelSerializer):
             "welcome_message",
             "agenda",
             "variables",
+            "metadata",
             "time_limit_seconds",
             "rate_cents_per_minute",
             "duration_seconds",

@@ -47,6 +47,8 @@ class Call(models.Model):
     welcome_message = models.TextField(blank=True)
     agenda = models.TextField(blank=True)
     variables = models.JSONField(default=dict, blank=True)
+    # The customer's own keys and values (POST /calls/initiate), carried in every event.
+    metadata = models.JSONField(default=dict, blank=True)
     time_limit_seconds = models.PositiveIntegerField()
     rate_cents_per_minute = models.PositiveIntegerField()
     hold_cents = models.BigIntegerField()

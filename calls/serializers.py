@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import phonenumbers
@@ -167,6 +168,76 @@ class VariablesField(serializers.Field):
                     self.fail("bad_text", name=name)
                 if unspeakable(value):
                     self.fail("unspeakable", name=name)
+        return dict(data)
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+MAX_METADATA_KEYS = 20
+MAX_METADATA_KEY_LENGTH = 40
+MAX_METADATA_VALUE_LENGTH = 500
+METADATA_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "maxProperties": MAX_METADATA_KEYS,
+        "additionalProperties": {
+            "oneOf": [
+                {"type": "string", "maxLength": MAX_METADATA_VALUE_LENGTH},
+                {"type": "number"},
+                {"type": "boolean"},
+            ],
+            "nullable": True,
+        },
+        "description": (
+            "Your own keys and values, stored on the call, shown by `GET /calls/{call_id}` and "
+            f"carried in every webhook event about it. At most {MAX_METADATA_KEYS} keys of "
+            f"letters, digits and `_ . : -` (at most {MAX_METADATA_KEY_LENGTH} characters); "
+            "values are strings (at most "
+            f"{MAX_METADATA_VALUE_LENGTH} characters), numbers, booleans or null."
+        ),
+        "example": {"crm_contact_id": "c_8231", "attempt": 2},
+    }
+)
+class MetadataField(serializers.Field):
+    """The customer's own object of keys to scalars, echoed back and never interpreted."""
+
+    default_error_messages = {
+        "not_a_dict": "metadata must be an object",
+        "too_many": f"metadata may hold at most {MAX_METADATA_KEYS} keys",
+        "bad_key": (
+            "metadata: a key must be letters, digits and _ . : -, at most "
+            f"{MAX_METADATA_KEY_LENGTH} characters"
+        ),
+        "bad_value": "metadata.{name} must be a string, number, boolean or null",
+        "too_long": f"metadata.{{name}} must be at most {MAX_METADATA_VALUE_LENGTH} characters",
+        "bad_text": "metadata.{name} must not contain NUL, surrogate or control characters",
+    }
+
+    def to_internal_value(self, data: Any) -> dict[str, str | int | float | bool | None]:
+        if not isinstance(data, dict):
+            self.fail("not_a_dict")
+        if len(data) > MAX_METADATA_KEYS:
+            self.fail("too_many")
+        for key, value in data.items():
+            if not METADATA_KEY.fullmatch(key):
+                self.fail("bad_key")
+            if value is not None and not isinstance(value, str | int | float | bool):
+                self.fail("bad_value", name=key)
+            if isinstance(value, float) and not math.isfinite(value):
+                self.fail("bad_value", name=key)
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**15:
+                self.fail("bad_value", name=key)
+            if isinstance(value, str):
+                if len(value) > MAX_METADATA_VALUE_LENGTH:
+                    self.fail("too_long", name=key)
+                if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
+                    self.fail("bad_text", name=key)
+                if unspeakable(value):
+                    self.fail("bad_text", name=key)
         return dict(data)
 
     def to_representation(self, value: Any) -> Any:

@@ -36,6 +36,7 @@ from calls.errors import (
     ProviderUnavailable,
     TooManyConcurrentCalls,
 )
+from calls.events import ENDED, STATUS_CHANGED, call_event_record
 from calls.models import LIVE_STATES, Call, CallEvent, IdempotencyKey, Settlement
 from calls.selectors import calls_in_progress
 from calls.templating import Scalar, render
@@ -102,6 +103,7 @@ def call_initiate(
     welcome_message: str | None = None,
     agenda: str | None = None,
     variables: Mapping[str, Scalar] | None = None,
+    metadata: Mapping[str, Scalar | None] | None = None,
     idempotency_claim: IdempotencyKey | None = None,
 ) -> Call:
     """Hold the money, record the call, then ask the provider to dial.
@@ -145,6 +147,7 @@ def call_initiate(
             welcome_message=rendered_welcome,
             agenda=rendered_agenda,
             variables=variables,
+            metadata=dict(metadata or {}),
             time_limit_seconds=max_seconds,
             rate_cents_per_minute=rate,
             hold_cents=cost_cents(seconds=max_seconds, rate_cents_per_minute=rate),
@@ -190,6 +193,7 @@ def call_initiate(
                 hold_cents=call.hold_cents,
                 live_until=call.live_until,
             )
+        call_event_record(call=call, event_type=STATUS_CHANGED)
 
     # The provider is asked only after the commit: never inside a transaction or a row lock.
     outbound = OutboundCall(
@@ -231,9 +235,12 @@ def call_initiate(
         raise ProviderFailed() from exc
 
     now = timezone.now()
-    claimed = Call.objects.filter(pk=call.pk, status=CallState.QUEUED).update(
-        call_sid=call_sid, status=CallState.INITIATED, initiated_at=now, updated_at=now
-    )
+    with transaction.atomic():
+        claimed = Call.objects.filter(pk=call.pk, status=CallState.QUEUED).update(
+            call_sid=call_sid, status=CallState.INITIATED, initiated_at=now, updated_at=now
+        )
+        if claimed:
+            call_event_record(call=call, event_type=STATUS_CHANGED)
     if not claimed:
         # A fast provider's first webhook moved the call on already: keep its state.
         Call.objects.filter(pk=call.pk).update(
@@ -266,9 +273,12 @@ def call_mark_unknown(*, call: Call, error: str) -> bool:
     """The provider did not answer in time: it may have placed the call. Keep the call and its
     hold; its first webhook adopts it, and reconcile and the sweep ask the provider."""
     now = timezone.now()
-    claimed = Call.objects.filter(pk=call.pk, status=CallState.QUEUED).update(
-        status=CallState.UNKNOWN, error=error[:1000], updated_at=now
-    )
+    with transaction.atomic():
+        claimed = Call.objects.filter(pk=call.pk, status=CallState.QUEUED).update(
+            status=CallState.UNKNOWN, error=error[:1000], updated_at=now
+        )
+        if claimed:
+            call_event_record(call=call, event_type=STATUS_CHANGED)
     if claimed:
         call.status, call.error = CallState.UNKNOWN, error[:1000]
     return bool(claimed)
@@ -291,6 +301,8 @@ def call_fail(*, call: Call, error: str, settled_by: str = Settlement.PROVIDER) 
             balance_release(
                 organization_id=call.organization_id, call_id=call.pk, held_cents=call.hold_cents
             )
+            call_event_record(call=call, event_type=STATUS_CHANGED)
+            call_event_record(call=call, event_type=ENDED)
     if claimed:
         call.status = CallState.FAILED
         call.error = error[:1000]
@@ -372,6 +384,7 @@ def call_apply_event(
         CallEvent.objects.create(
             call_id=call.pk, status=target, source=source, detail=dict(event.raw)
         )
+        call_event_record(call=call, event_type=STATUS_CHANGED)
         if defer_settlement and target in FINAL_STATES:
             transaction.on_commit(lambda: call_settle_later(call_id=call.pk, attempt=0))
             call.status = target
@@ -397,6 +410,7 @@ def call_apply_event(
                 held_cents=call.hold_cents,
                 charge_cents=charge,
             )
+            call_event_record(call=call, event_type=ENDED)
     call.status = target
     if target in FINAL_STATES:
         call.duration_seconds, call.cost_cents = duration, charge
@@ -541,6 +555,9 @@ def _call_settle_pending(
                 held_cents=call.hold_cents,
                 charge_cents=charge,
             )
+            if status is not None and status != call.status:
+                call_event_record(call=call, event_type=STATUS_CHANGED)
+            call_event_record(call=call, event_type=ENDED)
     if claimed:
         call.duration_seconds, call.cost_cents, call.settled_by = duration, charge, settled_by
     return bool(claimed)
@@ -622,6 +639,7 @@ def _call_adopt(*, call: Call, event: StatusEvent, source: str) -> bool:
                     source="reconcile",
                     detail={"adopted": event.provider_call_id},
                 )
+                call_event_record(call=call, event_type=STATUS_CHANGED)
     except IntegrityError:
         return False  # another of our calls holds that id after all
     if not claimed:

@@ -9,6 +9,7 @@ alone, so two runs cannot take each other's tasks.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,9 +29,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Worker:
-    def __init__(self, log_path: Path, queue: str) -> None:
+    def __init__(self, log_path: Path, queue: str, process: subprocess.Popen[bytes]) -> None:
         self.log_path = log_path
         self.queue = queue
+        # The leader of its own process group: the worker and its embedded scheduler.
+        self.process = process
+
+    def kill(self) -> None:
+        """SIGKILL to the worker and its scheduler, as an OOM kill or a lost machine would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     @property
     def log(self) -> str:
@@ -74,9 +82,14 @@ def celery_worker(tmp_path: Path, *, beat: bool = False, **env: str) -> Iterator
     ]
     with log_path.open("w") as log:
         process = subprocess.Popen(  # noqa: S603
-            command, cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT
+            command,
+            cwd=ROOT,
+            env=worker_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-    worker = Worker(log_path, queue)
+    worker = Worker(log_path, queue, process)
     saved = {key: app.conf[key] for key in ("broker_url", "task_default_queue")}
     forget_connections()
     app.conf.update(broker_url=BROKER_URL, task_default_queue=queue)
@@ -85,11 +98,12 @@ def celery_worker(tmp_path: Path, *, beat: bool = False, **env: str) -> Iterator
         assert process.poll() is None, f"the worker did not start:\n{worker.log}"
         yield worker
     finally:
-        process.terminate()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         app.conf.update(saved)
         forget_connections()

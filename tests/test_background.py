@@ -28,12 +28,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 BODY = {"from_phone_number": "+15551234567", "to_phone_number": "+15559876543"}
 
 
-def test_the_schedule_reconciles_and_sweeps_every_minute() -> None:
+def test_the_schedule_reconciles_and_sweeps_every_minute_and_relays_webhooks_every_second() -> None:
     schedule = settings.CELERY_BEAT_SCHEDULE
 
     assert {name: (entry["task"], entry["schedule"]) for name, entry in schedule.items()} == {
         "reconcile-queued-calls": ("calls.tasks.calls_reconcile", 60),
         "sweep-overdue-calls": ("calls.tasks.calls_sweep", 60),
+        "relay-webhooks": ("webhooks.tasks.webhooks_relay", 1.0),
+        "purge-webhook-events": ("webhooks.tasks.webhooks_purge", 3600),
     }
 
 

@@ -42,6 +42,7 @@ def test_a_call_shows_everything_the_docs_promise(tenant: Tenant, number) -> Non
         welcome_message="Hello {{name}}, this is a reminder about your appointment tomorrow "
         "at {{time}}.",
         variables={"name": "John Doe", "time": "10 AM"},
+        metadata={"crm_contact_id": "c_8231", "attempt": 2, "vip": True, "note": None},
     )
 
     response = tenant.client.get(f"/calls/{call.pk}")
@@ -61,6 +62,7 @@ def test_a_call_shows_everything_the_docs_promise(tenant: Tenant, number) -> Non
         "at 10 AM.",
         "agenda": "",
         "variables": {"name": "John Doe", "time": "10 AM"},
+        "metadata": {"crm_contact_id": "c_8231", "attempt": 2, "vip": True, "note": None},
         "time_limit_seconds": 600,
         "rate_cents_per_minute": 10,
         "duration_seconds": None,

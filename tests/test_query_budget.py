@@ -35,11 +35,16 @@ TO = "+15559876543"
 #   5. WITH claimed AS (UPDATE the balance: hold the call's cost, only if it is covered and
 #      fewer holds than the cap on simultaneous calls are open, RETURNING the new figures)
 #      INSERT the ledger's hold row (balance by organization, unique)
-#   6. RELEASE SAVEPOINT (COMMIT)
-#   7. UPDATE the call: the provider's call id, queued -> initiated (primary key)
-INITIATE = 7
+#   6. INSERT the outbox's call.status_changed (queued): the call's row and the call's last
+#      sequence read by subqueries in the same statement
+#   7. RELEASE SAVEPOINT (COMMIT)
+#   8. SAVEPOINT (BEGIN)
+#   9. UPDATE the call: the provider's call id, queued -> initiated (primary key)
+#  10. INSERT the outbox's call.status_changed (initiated)
+#  11. RELEASE SAVEPOINT (COMMIT)
+INITIATE = 11
 # ...plus, with assistant_id: SELECT the assistant by (id, organization) (primary key).
-INITIATE_WITH_ASSISTANT = 8
+INITIATE_WITH_ASSISTANT = INITIATE + 1
 # ...plus, only when the organization's open holds have reached its cap (a hold outlives a call
 # whose final event never came, so the cap is then decided exactly): after the one-statement
 # hold is refused, SELECT the balance FOR UPDATE, SELECT COUNT of the live calls up to cap + 1
@@ -53,13 +58,15 @@ KEY_USE = 1
 #   2. SAVEPOINT / BEGIN
 #   3. UPDATE the call, claimed: WHERE id = ... AND status IN (earlier states)
 #   4. INSERT the call event
-#   5. RELEASE SAVEPOINT / COMMIT
-STATUS = 5
+#   5. INSERT the outbox's call.status_changed (one statement, see INITIATE)
+#   6. RELEASE SAVEPOINT / COMMIT
+STATUS = 6
 # A final status (completed, busy, ...): the same, and settling the money before the commit:
 #   +1 SELECT the balance FOR UPDATE (by organization, unique)
 #   +1 UPDATE the balance (once, however many ledger rows)
 #   +1 INSERT the charge and release ledger rows (one statement)
-FINAL_STATUS = STATUS + 3
+#   +1 INSERT the outbox's call.ended
+FINAL_STATUS = STATUS + 4
 # A final status from a provider whose webhooks the account's own secret signs (Twilio,
 # Vonage): the same five as STATUS. The end is recorded, the money held until the provider's
 # record is read (below).
@@ -72,8 +79,9 @@ FINAL_STATUS_HELD = STATUS
 #   4. SELECT the balance FOR UPDATE
 #   5. UPDATE the balance
 #   6. INSERT the charge and release ledger rows
-#   7. RELEASE SAVEPOINT / COMMIT
-SETTLE_FROM_RECORD = 7
+#   7. INSERT the outbox's call.ended
+#   8. RELEASE SAVEPOINT / COMMIT
+SETTLE_FROM_RECORD = 8
 # A repeated final status: SELECT the call, SAVEPOINT, the claim that changes nothing, RELEASE.
 REPEATED_STATUS = 4
 # The answer webhook: SELECT the call LEFT JOIN its provider account (primary key).
@@ -253,8 +261,9 @@ def test_a_webhook_that_beat_the_providers_answer_keeps_its_state(
     monkeypatch.setattr(SandboxProvider, "place_call", place_call_and_ring_first)
     key_used_just_now(tenant)
 
-    # The webhook's UPDATE, ours again, and the SELECT that re-reads the call.
-    with django_assert_num_queries(INITIATE + 3):
+    # The webhook's UPDATE, then our claim changes nothing (and writes no event: the webhook
+    # reported the change), our UPDATE of the call id and the SELECT that re-reads the call.
+    with django_assert_num_queries(INITIATE + 2):
         response = tenant.client.post("/calls/initiate", body("+15551234567"), format="json")
 
     assert response.json()["call_sid"] == "SB-raced"
@@ -271,12 +280,14 @@ def fill_tables(tenant: Tenant, rows: int) -> None:
             """
             INSERT INTO calls_call (
                 id, organization_id, from_number, to_number, provider, call_sid, status,
-                welcome_message, agenda, variables, time_limit_seconds, rate_cents_per_minute,
+                welcome_message, agenda, variables, metadata, time_limit_seconds,
+                rate_cents_per_minute,
                 hold_cents, duration_seconds, cost_cents, end_reason, error,
                 created_at, initiated_at, answered_at, ended_at, updated_at
             )
             SELECT gen_random_uuid(), (%(orgs)s::bigint[])[1 + i %% 4], '+15551234567',
                    '+15559876543', 'sandbox', 'OLD' || i, 'completed', '', '', '{}'::jsonb,
+                   '{}'::jsonb,
                    600, 10, 100, 60, 10, '', '', at, at, at, at, at
             FROM (
                 SELECT i, now() - make_interval(secs => i) AS at

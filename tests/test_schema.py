@@ -74,6 +74,11 @@ def test_the_schema_is_public_and_lists_only_the_client_api(schema: dict[str, An
         "/calls/{call_id}": ["get"],
         "/calls/{call_id}/hangup": ["post"],
         "/calls/initiate": ["post"],
+        "/webhook-endpoints": ["get", "post"],
+        "/webhook-endpoints/{endpoint_id}": ["delete", "get", "patch"],
+        "/webhook-endpoints/{endpoint_id}/deliveries": ["get"],
+        "/webhook-endpoints/{endpoint_id}/rotate-secret": ["post"],
+        "/webhook-events/{event_id}/redeliver": ["post"],
     }
 
 
@@ -136,6 +141,7 @@ def test_initiate_documents_every_request_field_with_the_seeds_words(
         "welcome_message",
         "agenda",
         "variables",
+        "metadata",
     ]
     descriptions = {name: field["description"] for name, field in body["properties"].items()}
     assert descriptions["from_phone_number"] == (
