@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC
+from functools import cache
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from django.db import models
-from django.db.models import Subquery
+from django.db import connection, models
 from django.db.models.functions import JSONObject
 from django.utils.dateparse import parse_datetime
 
@@ -56,17 +56,34 @@ SNAPSHOT_FIELDS = [
 
 def call_event_record(*, call: Call, event_type: str) -> None:
     """Write one event about `call` in the current transaction, after the change it reports."""
-    snapshot = (
-        Call.objects.filter(pk=call.pk)
-        .order_by()
-        .values(data=JSONObject(**{name: name for name in SNAPSHOT_FIELDS}))
-    )
+    sql, params = _snapshot_sql(connection.vendor)
+    pk = Call._meta.pk
+    assert pk is not None
     event_record(
         organization_id=call.organization_id,
         event_type=event_type,
         subject_id=call.pk,
-        data=Subquery(snapshot[:1]),
+        data=(
+            sql,
+            [pk.get_db_prep_value(call.pk, connection) if p is _CALL else p for p in params],
+        ),
     )
+
+
+_CALL = uuid4()  # stands for the call's id while the snapshot's SQL is built
+
+
+@cache
+def _snapshot_sql(vendor: str) -> tuple[str, list[Any]]:
+    """The call's row as one JSON object, by the database's own JSON functions: built once."""
+    snapshot = (
+        Call.objects.filter(pk=_CALL)
+        .order_by()
+        .values(data=JSONObject(**{name: name for name in SNAPSHOT_FIELDS}))[:1]
+    )
+    sql, params = snapshot.query.sql_with_params()
+    prepared = Call._meta.pk.get_db_prep_value(_CALL, connection)  # type: ignore[union-attr]
+    return sql, [_CALL if p in (prepared, _CALL) else p for p in params]
 
 
 def call_from_snapshot(data: dict[str, Any]) -> Call:
