@@ -495,3 +495,47 @@ def test_events_of_an_organization_without_endpoints_are_dispatched_to_no_one(
     assert events_dispatch() == 6
     assert not WebhookDelivery.objects.exists()
     assert WebhookEvent.objects.filter(dispatched_at__isnull=True).count() == 0
+
+
+class TestTheAdmin:
+    @pytest.fixture
+    def admin_client(self, client, db):
+        from django.contrib.auth.models import User
+
+        client.force_login(User.objects.create_superuser("admin", "a@example.com", "pw-tests"))
+        return client
+
+    def test_endpoints_and_deliveries_show_without_a_secret_and_can_be_sent_again(
+        self, admin_client, tenant: Tenant, twilio_number, private_targets
+    ) -> None:
+        from django.urls import reverse
+
+        with receiver() as hooks:
+            created = create_endpoint(tenant, hooks.url, events=["call.ended"])
+            twilio_call_through_to_the_end(tenant)
+            drain()
+            delivery = WebhookDelivery.objects.get()
+            pages = [
+                admin_client.get(reverse("admin:webhooks_webhookendpoint_changelist")),
+                admin_client.get(
+                    reverse("admin:webhooks_webhookendpoint_change", args=[created["id"]])
+                ),
+                admin_client.get(reverse("admin:webhooks_webhookdelivery_changelist")),
+                admin_client.get(
+                    reverse("admin:webhooks_webhookdelivery_change", args=[delivery.pk])
+                ),
+            ]
+            again = admin_client.post(
+                reverse("admin:webhooks_webhookdelivery_changelist"),
+                {"action": "redeliver", "_selected_action": [delivery.pk]},
+            )
+            drain()
+
+        for page in pages:
+            assert page.status_code == 200
+            assert created["secret"] not in page.content.decode()
+            assert created["secret"].removeprefix("whsec_") not in page.content.decode()
+        assert hooks.url.encode() in pages[0].content
+        assert again.status_code == 302
+        assert len(hooks.taken()) == 2
+        assert WebhookAttempt.objects.count() == 2

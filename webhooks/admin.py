@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -65,6 +66,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     actions = ["enable"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # made through the API, which shows the secret once
