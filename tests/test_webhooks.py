@@ -539,3 +539,34 @@ class TestTheAdmin:
         assert again.status_code == 302
         assert len(hooks.taken()) == 2
         assert WebhookAttempt.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error"),
+    [
+        ([1, 2], "metadata must be an object"),
+        ({f"k{i}": i for i in range(21)}, "metadata may hold at most 20 keys"),
+        (
+            {"has space": 1},
+            "metadata: a key must be letters, digits and _ . : -, at most 40 characters",
+        ),
+        (
+            {"k" * 41: 1},
+            "metadata: a key must be letters, digits and _ . : -, at most 40 characters",
+        ),
+        ({"nested": {"a": 1}}, "metadata.nested must be a string, number, boolean or null"),
+        ({"big": "x" * 501}, "metadata.big must be at most 500 characters"),
+        ({"esc": "\x1b[31m"}, "metadata.esc must not contain NUL, surrogate or control characters"),
+    ],
+)
+def test_bad_metadata_is_a_400_naming_it_and_places_nothing(
+    tenant: Tenant, metadata: Any, error: str
+) -> None:
+    PhoneNumberFactory(organization=tenant.organization, number=FROM)
+
+    response = initiate(tenant, metadata=metadata)
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"metadata": [error]}
+    assert not Call.objects.exists()
+    assert not WebhookEvent.objects.exists()
