@@ -341,6 +341,33 @@ class TestHangingUp:
         )
         assert Call.objects.get().status == "unknown"
 
+    @pytest.mark.parametrize("heard", ["initiated", "ringing"])
+    @responses.activate
+    def test_a_call_whose_answer_we_have_not_heard_of_is_still_hung_up(
+        self, client, tenant: Tenant, number, heard: str
+    ) -> None:
+        """Twilio's Status=canceled does not affect a call in progress, and the callee may have
+        answered while the answer's webhook is lost or on its way: Status=completed ends a
+        call whatever its state."""
+        responses.post(CALLS_URL, json=twilio_created(), status=201)
+        call_id = initiate(tenant).json()["call_id"]
+        if heard == "ringing":
+            ringing = {"CallSid": CALL_SID, "CallStatus": "ringing"}
+            signed_post(client, f"/webhooks/calls/{call_id}/status", ringing)
+        assert Call.objects.get().status == heard
+        update = responses.post(
+            record_url(), json={"sid": CALL_SID, "status": "in-progress"}, status=200
+        )
+
+        response = tenant.client.post(f"/calls/{call_id}/hangup")
+
+        assert response.status_code == 200, response.json()
+        assert [parse_qs(c.request.body) for c in update.calls] == [{"Status": ["completed"]}]
+        call = Call.objects.get()
+        # Twilio's status callback (or the sweep) reports the end, as for any call.
+        assert (call.status, call.cost_cents) == (heard, None)
+        assert_money_consistent(tenant.organization)
+
     @responses.activate
     def test_a_refusal_is_a_502_that_changes_nothing(self, tenant: Tenant, number) -> None:
         responses.post(CALLS_URL, json=twilio_created(), status=201)

@@ -166,10 +166,12 @@ class TwilioProvider(Provider):
     def hang_up(
         self, query: CallRecordQuery, account: Account, *, answered: bool
     ) -> StatusEvent | None:
-        # Twilio cancels a call that has not been answered; "completed" ends one that has.
-        status = "completed" if answered else "canceled"
+        # "completed", whatever we have heard: Twilio's "canceled" ends a call that is queued or
+        # ringing but does not affect one in progress, and the callee may have answered while
+        # the answer's webhook is lost or on its way. "completed" hangs up a call in any state
+        # (one that was still ringing then ends canceled).
         try:
-            self.client(account).calls(query.call_sid).update(status=status)
+            self.client(account).calls(query.call_sid).update(status="completed")
         except TwilioRestException as exc:
             code = f" (error {exc.code})" if exc.code else ""
             message = exc.msg.removeprefix("Unable to update record: ")
