@@ -63,6 +63,14 @@ def organization_ids(request: HttpRequest, rights: Rights, action: str) -> list[
     ]
 
 
+class MembersOrganizationsFilter(admin.RelatedFieldListFilter):
+    """The organizations a member may see, read from its memberships (not from every row)."""
+
+    def field_choices(self, field: Any, request: HttpRequest, model_admin: Any) -> Any:
+        ids = organization_ids(request, model_admin.rights, "view")
+        return [(org.pk, str(org)) for org in Organization.objects.filter(pk__in=ids)]
+
+
 class OrganizationScopedAdmin(admin.ModelAdmin):
     # The lookup from this model to its organization's id ("pk" for Organization itself).
     organization_path = "organization"
@@ -111,22 +119,26 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
         return model._default_manager.none()
 
     def get_list_filter(self, request: HttpRequest) -> Any:
-        # A relation's filter lists only what the visible rows point to, never every
-        # organization (or assistant) in the database.
-        filters: list[Any] = []
-        for item in super().get_list_filter(request):
-            if isinstance(item, str) and self._is_relation(item):
-                filters.append((item, admin.RelatedOnlyFieldListFilter))
+        filters = super().get_list_filter(request)
+        if is_operator(request):
+            return filters
+        # A relation's filter would list every organization (or assistant) in the database.
+        scoped: list[Any] = []
+        for item in filters:
+            field = self._relation(item)
+            if field is None:
+                scoped.append(item)
+            elif field.related_model is Organization:
+                scoped.append((item, MembersOrganizationsFilter))
             else:
-                filters.append(item)
-        return filters
+                scoped.append((item, admin.RelatedOnlyFieldListFilter))
+        return scoped
 
-    def _is_relation(self, name: str) -> bool:
-        try:
-            field = self.model._meta.get_field(name)
-        except Exception:
-            return False
-        return bool(field.is_relation)
+    def _relation(self, item: Any) -> Any:
+        if not isinstance(item, str) or "__" in item:
+            return None
+        field = self.model._meta.get_field(item)
+        return field if field.is_relation else None
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         if is_operator(request):
