@@ -161,8 +161,7 @@ class LedgerEntryAdmin(OrganizationScopedAdmin):
         "kind",
         "amount",
         "reserved_change",
-        "balance_after",
-        "reserved_after",
+        "after",
         "call",
         "memo",
     ]
@@ -189,6 +188,10 @@ class LedgerEntryAdmin(OrganizationScopedAdmin):
     @admin.display(description="Reserved change")
     def reserved_change(self, obj: LedgerEntry) -> str:
         return format_signed_money(obj.held_change_cents)
+
+    @admin.display(description="Balance after (reserved)")
+    def after(self, obj: LedgerEntry) -> str:
+        return f"{format_money(obj.balance_after_cents)} ({format_money(obj.held_after_cents)})"
 
     @admin.display(description="Balance after")
     def balance_after(self, obj: LedgerEntry) -> str:

@@ -118,6 +118,13 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
             return related.get_queryset(request)
         return model._default_manager.none()
 
+    def get_list_display(self, request: HttpRequest) -> Any:
+        columns = super().get_list_display(request)
+        # A column that says the same organization on every row only makes the table wider.
+        if not is_operator(request) and len(organization_ids(request, self.rights, "view")) == 1:
+            return [column for column in columns if column != "organization"]
+        return columns
+
     def get_list_filter(self, request: HttpRequest) -> Any:
         filters = super().get_list_filter(request)
         if is_operator(request):

@@ -172,6 +172,7 @@ class SipTrunk(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        verbose_name = "SIP trunk"
         ordering = ["organization__name", "priority", "id"]
         constraints = [
             models.UniqueConstraint(

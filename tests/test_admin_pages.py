@@ -89,7 +89,8 @@ class TestBalancePage:
             assert "Reserved" in text
             main = re.sub(r"<[^>]+>", " ", text.split("<main")[1])
             assert not re.search(r"\bheld\b", main, re.IGNORECASE)
-        assert "+$100.00" in ledger and "Reserved after" in ledger
+        assert "+$100.00" in ledger and "$100.00 ($1.00)" in ledger
+        assert "Balance after (reserved)" in ledger
         assert "10000" not in ledger
 
     def test_a_new_organization_comes_with_its_balance(self, operator) -> None:
