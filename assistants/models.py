@@ -19,9 +19,18 @@ class Assistant(models.Model):
     max_call_duration_seconds = models.PositiveIntegerField(
         default=600, help_text="No call with this assistant lasts longer, whatever the balance."
     )
-    is_active = models.BooleanField(default=True)
+    is_active = models.BooleanField(
+        default=True, help_text="An inactive assistant takes no calls (the API answers 404)."
+    )
     # What a voice assistant carries: LLM, voice, transcriber, prompts, tools.
-    settings = models.JSONField(default=dict, blank=True)
+    settings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the voice assistant runs with, as a JSON object: its language model, "
+        'voice, transcriber, prompts and tools, e.g. {"llm": {"model": "gpt-4o-mini"}}. Kept '
+        "for the assistant's media stream (which finds it by assistant_id); placing a call does "
+        "not read it. {} for none.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -50,7 +59,12 @@ class ConversationFlow(models.Model):
     base_assistant = models.ForeignKey(
         Assistant, on_delete=models.PROTECT, related_name="conversation_flows"
     )
-    definition = models.JSONField(default=dict, blank=True, help_text="The flow's graph.")
+    definition = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The flow's graph as a JSON object, kept for the assistant's media stream "
+        '(which finds it by conversation_flow_id), e.g. {"start": "greet"}.',
+    )
     is_live = models.BooleanField(
         default=False, help_text="Only a live flow takes calls; a draft is resolved to no one."
     )

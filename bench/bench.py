@@ -143,7 +143,6 @@ def seed() -> Seed:
     from django.db import transaction
 
     from assistants.models import Assistant
-    from billing.models import Balance
     from billing.services import balance_top_up
     from burki.models import Organization
     from burki.services import api_key_create
@@ -154,7 +153,6 @@ def seed() -> Seed:
     with transaction.atomic():
         # No worker plays the sandbox calls here, so they stay live: lift the call cap.
         org = Organization.objects.create(name="Bench", max_concurrent_calls=10**9)
-        Balance.objects.create(organization=org)
         # Enough for millions of calls: nothing in the run may be refused for money.
         balance_top_up(organization=org, amount_cents=10**13, memo="benchmark funds")
         assistant = Assistant.objects.create(

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from billing.money import format_money
+
 
 class Balance(models.Model):
     """An organization's money, in integer minor units.
@@ -13,11 +15,12 @@ class Balance(models.Model):
     organization = models.OneToOneField(
         "burki.Organization", on_delete=models.CASCADE, related_name="balance"
     )
-    balance_cents = models.BigIntegerField(default=0)
-    held_cents = models.BigIntegerField(default=0)
+    # Derived from the ledger and written by billing.services alone: no form may edit them.
+    balance_cents = models.BigIntegerField(default=0, editable=False)
+    held_cents = models.BigIntegerField(default=0, editable=False)
     # Holds not yet settled: one per call that has not ended. Every live call has one, so
     # while this is under an organization's cap on simultaneous calls there is room for another.
-    open_holds = models.PositiveIntegerField(default=0)
+    open_holds = models.PositiveIntegerField(default=0, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -32,7 +35,7 @@ class Balance(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.organization}: {self.balance_cents} ({self.held_cents} held)"
+        return f"{self.organization}: {format_money(self.balance_cents)}"
 
     @property
     def available_cents(self) -> int:

@@ -270,6 +270,11 @@ def balance_release(*, organization_id: int, call_id: UUID, held_cents: int) -> 
     )
 
 
+def balance_open(*, organization: Organization) -> Balance:
+    """The organization's balance, created empty if it has none yet."""
+    return Balance.objects.get_or_create(organization=organization)[0]
+
+
 def balance_top_up(*, organization: Organization, amount_cents: int, memo: str = "") -> Balance:
     if amount_cents <= 0:
         raise TopUpNotPositive()

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.conf import settings
+from django.core import signals
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from billing.errors import InsufficientBalance
+from burki.admin_site import admin_error_page
 from burki.errors import DomainError
 from calls.errors import (
     AssistantInactive,
@@ -106,19 +112,62 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     return response
 
 
-def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+def in_admin(request: HttpRequest) -> bool:
+    return request.path.startswith(reverse("admin:index"))
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if in_admin(request):
+        # The same page for another organization's row as for no row at all.
+        return admin_error_page(
+            request, 404, "Not found", "There is no such page here, or nothing you may see."
+        )
     return JsonResponse({"detail": "Not found."}, status=404)
 
 
-def json_server_error(request: HttpRequest) -> JsonResponse:
+def server_error(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"detail": "Internal server error."}, status=500)
 
 
-def json_bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse({"detail": "Bad request."}, status=400)
 
 
-def json_permission_denied(
-    request: HttpRequest, exception: Exception | None = None
-) -> JsonResponse:
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if in_admin(request):
+        return admin_error_page(
+            request, 403, "Not allowed", "Your account may not do this. Ask an operator."
+        )
     return JsonResponse({"detail": "Forbidden."}, status=403)
+
+
+class ErrorsAsInProductionMiddleware:
+    """With DEBUG on, Django answers an error with its HTML debug page (a 404's lists every URL
+    pattern). Here the API answers as in production, `{"detail": ...}`, whatever the mode; only
+    a server error in the admin keeps the debug page, the one place a developer reads it. (An
+    unknown path never reaches a view: `burki.urls` ends with one that answers it.)"""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not settings.DEBUG:
+            return None  # Django's handlers (urls.handler404, ...) answer already
+        if isinstance(exception, Http404):
+            return not_found(request, exception)
+        if isinstance(exception, PermissionDenied):
+            return permission_denied(request, exception)
+        if in_admin(request):
+            return None
+        if isinstance(exception, BadRequest | SuspiciousOperation):
+            return bad_request(request, exception)
+        # What Django does with an uncaught exception, less the page: tell the test client and
+        # log the traceback.
+        signals.got_request_exception.send(sender=None, request=request)
+        logging.getLogger("django.request").error(
+            "Internal Server Error: %s", request.path, exc_info=exception
+        )
+        return server_error(request)

@@ -9,10 +9,20 @@ from django.db import models
 class Organization(models.Model):
     name = models.CharField(max_length=200, unique=True)
     # Overrides CALL_RATE_CENTS_PER_MINUTE for this organization when set.
-    rate_cents_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    rate_cents_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        verbose_name="rate (cents per minute)",
+        help_text="What a minute of a call costs, in cents, billed per second; empty: the "
+        "default (CALL_RATE_CENTS_PER_MINUTE).",
+    )
     # Overrides MAX_CONCURRENT_CALLS for this organization when set.
     max_concurrent_calls = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Calls in progress at once; empty: the default."
+        null=True,
+        blank=True,
+        verbose_name="simultaneous calls",
+        help_text="How many calls may be in progress at once; empty: the default "
+        "(MAX_CONCURRENT_CALLS).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -70,3 +80,31 @@ class ApiKey(models.Model):
     def hash(raw_key: str) -> str:
         # Keys carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
         return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+class Membership(models.Model):
+    """A user's place in an organization's admin. Superusers (platform operators) need none."""
+
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner: everything of the organization, API keys and members included"
+        MEMBER = "member", "Member: numbers, assistants, flows, provider accounts, SIP trunks"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["organization__name", "user__username"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "organization"], name="membership_one_per_user_and_org"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.role})"

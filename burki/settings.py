@@ -174,7 +174,7 @@ if not FIELD_ENCRYPTION_KEYS and not DEBUG:
     )
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "burki.admin_site.BurkiAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -200,6 +200,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "burki.exceptions.ErrorsAsInProductionMiddleware",
 ]
 
 ROOT_URLCONF = "burki.urls"

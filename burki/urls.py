@@ -1,7 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from burki.exceptions import not_found
 from burki.views import health
 
 urlpatterns = [
@@ -12,9 +14,12 @@ urlpatterns = [
     path("", include("calls.urls")),
     path("", include("billing.urls")),
     path("", include("webhooks.urls")),
+    # Every other path is the API's 404, in DEBUG too (Django's debug page would list the URLs).
+    # (No CSRF check: it answers every method, and a POST to nowhere is a 404, not a 403.)
+    re_path(r"", csrf_exempt(not_found)),
 ]
 
-handler400 = "burki.exceptions.json_bad_request"
-handler403 = "burki.exceptions.json_permission_denied"
-handler404 = "burki.exceptions.json_not_found"
-handler500 = "burki.exceptions.json_server_error"
+handler400 = "burki.exceptions.bad_request"
+handler403 = "burki.exceptions.permission_denied"
+handler404 = "burki.exceptions.not_found"
+handler500 = "burki.exceptions.server_error"

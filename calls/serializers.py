@@ -6,43 +6,14 @@ import math
 import re
 from typing import Any
 
-import phonenumbers
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from burki.text import unspeakable
+from telephony.e164 import parse_e164
 
 MAX_VARIABLES = 50
 MAX_VARIABLE_VALUE_LENGTH = 1000
-
-
-def parse_e164(value: str) -> str:
-    """The number in canonical E.164, or ValueError. `+1 (555) 123-4567` is accepted too.
-
-    Possible, not valid: the docs' own examples (+1555...) are fictional numbers that
-    phonenumbers rightly calls invalid, and only the carrier knows whether a number is live.
-    """
-    if not value.startswith("+"):
-        raise ValueError("must start with + and a country code")
-    try:
-        parsed = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError(str(exc)) from None
-    if not phonenumbers.is_possible_number(parsed):
-        raise ValueError("is not a possible phone number")
-    if parsed.extension:
-        # E.164 has no extensions: dialling the number without it would reach someone else.
-        raise ValueError("must not have an extension")
-    number = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    if len(number) > 16:
-        # phonenumbers calls some longer numbers possible (+81 and 14 digits), but E.164,
-        # which every provider takes, stops at 15 digits.
-        raise ValueError("is longer than the 15 digits E.164 allows")
-    # Formatting can lose digits of odd input (`+270000000` came out as `+27000000`): dial only
-    # a number that reads back as the one we were given.
-    if phonenumbers.parse(number, None) != parsed:
-        raise ValueError("does not survive formatting as E.164")
-    return number
 
 
 class StrictCharField(serializers.CharField):

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
+from burki.admin_tenancy import MANAGED, OrganizationScopedAdmin
 from telephony.models import PhoneNumber, ProviderAccount, SipTrunk
-from telephony.providers import PROVIDERS, get_provider
+from telephony.providers import PROVIDERS, get_provider, provider_choices
 
 
 def _account_form_fields() -> dict[str, forms.Field]:
@@ -37,6 +39,11 @@ def _account_form_fields() -> dict[str, forms.Field]:
     return fields
 
 
+def accounts_of(provider_name: str) -> bool:
+    """Whether numbers on this provider dial through a provider account."""
+    return bool(get_provider(provider_name).account_fields)
+
+
 class ProviderAccountForm(forms.ModelForm):
     class Meta:
         model = ProviderAccount
@@ -44,6 +51,11 @@ class ProviderAccountForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # The sandbox and BYO SIP trunks dial without an account: they are no choice here.
+        self.fields["provider"].choices = [  # type: ignore[attr-defined]
+            ("", "---------"),
+            *((name, label) for name, label in provider_choices() if accounts_of(name)),
+        ]
         if self.instance.pk:
             for key, value in self.instance.settings.items():
                 name = f"{self.instance.provider}__{key}"
@@ -64,6 +76,10 @@ class ProviderAccountForm(forms.ModelForm):
             has_old = spec.secret and same_provider and existing.get(spec.name)
             if spec.required and not value and not has_old:
                 self.add_error(key, "This field is required for this provider.")
+            elif (
+                value and not spec.secret and spec.pattern and not re.fullmatch(spec.pattern, value)
+            ):
+                self.add_error(key, spec.pattern_message)
         return data
 
     def save(self, commit: bool = True) -> ProviderAccount:
@@ -88,14 +104,14 @@ class ProviderAccountForm(forms.ModelForm):
 
 
 @admin.register(ProviderAccount)
-class ProviderAccountAdmin(admin.ModelAdmin):
+class ProviderAccountAdmin(OrganizationScopedAdmin):
+    rights = MANAGED
     form = ProviderAccountForm
     # Secrets are never listed, searched or shown: only that they are set.
     list_display = ["name", "provider", "organization", "secrets_set", "updated_at"]
     list_filter = ["provider"]
     list_select_related = ["organization"]
     search_fields = ["name", "organization__name"]
-    raw_id_fields = ["organization"]
 
     @admin.display(description="Secrets")
     def secrets_set(self, obj: ProviderAccount) -> str:
@@ -123,7 +139,8 @@ class ProviderAccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(PhoneNumber)
-class PhoneNumberAdmin(admin.ModelAdmin):
+class PhoneNumberAdmin(OrganizationScopedAdmin):
+    rights = MANAGED
     list_display = [
         "number",
         "label",
@@ -136,7 +153,8 @@ class PhoneNumberAdmin(admin.ModelAdmin):
     list_filter = ["provider", "organization"]
     list_select_related = ["organization", "provider_account", "assistant", "conversation_flow"]
     search_fields = ["number", "label", "organization__name"]
-    raw_id_fields = ["organization", "provider_account", "assistant", "conversation_flow"]
+    # Looked up as you type, among the rows you may see (never another organization's).
+    autocomplete_fields = ["provider_account", "assistant", "conversation_flow"]
 
 
 class SipTrunkForm(forms.ModelForm):
@@ -178,7 +196,8 @@ class SipTrunkForm(forms.ModelForm):
 
 
 @admin.register(SipTrunk)
-class SipTrunkAdmin(admin.ModelAdmin):
+class SipTrunkAdmin(OrganizationScopedAdmin):
+    rights = MANAGED
     form = SipTrunkForm
     # The password is never listed, searched or shown: only whether one is set.
     list_display = [
@@ -194,7 +213,6 @@ class SipTrunkAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "transport", "registers"]
     list_select_related = ["organization"]
     search_fields = ["name", "gateway", "organization__name"]
-    raw_id_fields = ["organization"]
     fields = [
         "organization",
         "name",

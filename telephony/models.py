@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import models
-from phonenumber_field.modelfields import PhoneNumberField
 
 from burki.crypto import EncryptedJSONField, EncryptedTextField
+from telephony.e164 import E164PhoneNumberField
 from telephony.providers import get_provider, provider_choices
 from telephony.providers.base import Account
 from telephony.sip_numbers import CallerIdFormat, parse_gateway
@@ -52,9 +52,15 @@ class PhoneNumber(models.Model):
     organization = models.ForeignKey(
         "burki.Organization", on_delete=models.CASCADE, related_name="phone_numbers"
     )
-    number = PhoneNumberField(unique=True, help_text="E.164, e.g. +15551234567.")
+    number = E164PhoneNumberField(unique=True, help_text="E.164, e.g. +15551234567.")
     label = models.CharField(max_length=100, blank=True)
-    provider = models.CharField(max_length=20, choices=provider_choices, default="sandbox")
+    provider = models.CharField(
+        max_length=20,
+        choices=provider_choices,
+        default="sandbox",
+        help_text="Who dials calls from this number. Twilio, Telnyx and Vonage need a provider "
+        "account of the organization; BYO SIP trunk, an enabled SIP trunk.",
+    )
     provider_account = models.ForeignKey(
         ProviderAccount,
         null=True,
@@ -69,6 +75,7 @@ class PhoneNumber(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="phone_numbers",
+        help_text="Takes the calls from this number when the request names no assistant.",
     )
     conversation_flow = models.ForeignKey(
         "assistants.ConversationFlow",
@@ -76,6 +83,8 @@ class PhoneNumber(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="phone_numbers",
+        help_text="Instead of an assistant: while the flow is live, its base assistant takes "
+        "the calls.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -163,6 +172,7 @@ class SipTrunk(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        verbose_name = "SIP trunk"
         ordering = ["organization__name", "priority", "id"]
         constraints = [
             models.UniqueConstraint(

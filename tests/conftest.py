@@ -22,7 +22,6 @@ class Tenant:
 
 def make_tenant(balance_cents: int = 10_000) -> Tenant:
     organization = OrganizationFactory()
-    Balance.objects.create(organization=organization)
     if balance_cents:
         balance_top_up(organization=organization, amount_cents=balance_cents, memo="test funds")
     _, raw_key = api_key_create(organization=organization, name="test")

@@ -142,7 +142,7 @@ def test_a_top_up_writes_a_ledger_row(admin_client, tenant: Tenant) -> None:
 
     response = admin_client.post(
         reverse("admin:billing_balance_top_up", args=[balance.pk]),
-        {"amount_cents": 2500, "memo": "invoice 42"},
+        {"amount": "25.00", "memo": "invoice 42"},
     )
 
     assert response.status_code == 302
@@ -178,7 +178,7 @@ def test_an_adjustment_below_the_held_amount_is_refused(admin_client, tenant: Te
 
     response = admin_client.post(
         reverse("admin:billing_balance_top_up", args=[balance.pk]),
-        {"amount_cents": -2000, "memo": "refund"},
+        {"amount": "-20.00", "memo": "refund"},
     )
 
     assert response.status_code == 200

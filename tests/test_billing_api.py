@@ -57,7 +57,12 @@ def test_an_organization_never_funded_has_zero(db) -> None:
         "currency": "USD",
         "rate_cents_per_minute": 10,
     }
-    assert Balance.objects.count() == 0  # reading does not create one
+    # The balance came with the organization, empty, and reading it changed nothing.
+    assert Balance.objects.values_list("balance_cents", "held_cents", "open_holds").get() == (
+        0,
+        0,
+        0,
+    )
 
 
 def test_an_outsider_sees_only_its_own_balance(tenant: Tenant, outsider: Tenant) -> None:

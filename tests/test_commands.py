@@ -1,14 +1,24 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
+import subprocess
 from io import StringIO
+from pathlib import Path
 
 import pytest
+from django.contrib.auth import authenticate
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from billing.models import Balance, LedgerEntry
 from burki.models import ApiKey, Organization
+from calls.management.commands.place_test_call import OPTIONS
+from calls.management.commands.place_test_call import Command as PlaceTestCall
 from calls.models import Call
 from telephony.models import PhoneNumber
 from tests.conftest import Tenant, assert_money_consistent
@@ -27,6 +37,10 @@ DEMO_KEYS = {
     "broke_api_key",
     "broke_phone_number",
 }
+
+
+DEMO_LOGINS = {"admin_username", "admin_password", "member_username", "member_password"}
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str) -> str:
@@ -81,19 +95,26 @@ class TestPlaceTestCall:
     @pytest.mark.parametrize(
         ("args", "message"),
         [
-            (["--from", "555", "--to", "+15559876543"], "from_phone_number must be a phone"),
+            (
+                ["--from", "555", "--to", "+15559876543"],
+                "--from must be a phone number in E.164 format, e.g. +15551234567",
+            ),
             (
                 ["--from", "+15550000000", "--to", "+15559876543"],
-                "Unauthorized: phone number +15550000000 does not belong",
+                "--from +15550000000: no organization has this number. Add it in the admin "
+                "(Telephony → Phone numbers) first.",
             ),
             (
                 ["--from", "+15551234567", "--to", "+15559876543", "--welcome", "{{x}}"],
                 "Variable 'x'",
             ),
-            (["--from", "+15551234567", "--to", "+15559876543", "--var", "novalue"], "--var takes"),
+            (
+                ["--from", "+15551234567", "--to", "+15559876543", "--var", "novalue"],
+                "--var takes NAME=VALUE, not 'novalue'",
+            ),
         ],
     )
-    def test_errors_are_the_apis_sentences_with_a_failing_exit(self, tenant: Tenant, args, message):
+    def test_errors_are_sentences_for_a_command_line(self, tenant: Tenant, args, message):
         PhoneNumberFactory(organization=tenant.organization, number="+15551234567")
 
         with pytest.raises(CommandError) as raised:
@@ -118,7 +139,8 @@ class TestPlaceTestCall:
             )
 
         assert str(raised.value) == (
-            f"Unauthorized: assistant {foreign.pk} does not belong to your organization"
+            f"--assistant {foreign.pk}: {tenant.organization} (which owns +15551234567) has no "
+            "assistant with this id."
         )
 
     def test_a_broke_organization_gets_the_402_sentence(self, db) -> None:
@@ -134,12 +156,69 @@ class TestPlaceTestCall:
             "Insufficient balance. Please add funds to continue making calls."
         )
 
+    def test_its_help_describes_every_option(self) -> None:
+        parser = PlaceTestCall().create_parser("manage.py", "place_test_call")
+        ours = [a for a in parser._actions if a.dest in OPTIONS or a.dest == "agenda"]
+
+        assert sorted(a.option_strings[0] for a in ours) == sorted(OPTIONS.values())
+        for action in ours:
+            assert action.help and len(action.help) > 20, action.dest
+        assert "repeat" in next(a.help for a in ours if a.dest == "variables")
+
+    def test_it_runs_as_the_readme_writes_it(self, tmp_path) -> None:
+        readme = (ROOT / "README.md").read_text()
+        found = re.search(
+            r"^DEBUG=true \.venv/bin/python manage\.py place_test_call .*\n.*", readme, re.M
+        )
+        assert found, "the README's place_test_call line"
+        words = shlex.split(found.group(0).replace("\\\n", " "), comments=True)
+        assert words[:3] == ["DEBUG=true", ".venv/bin/python", "manage.py"]
+        unset = ("SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE")
+        env = {k: v for k, v in os.environ.items() if k not in unset}
+        env.pop("FIELD_ENCRYPTION_KEYS", None)
+        env.update(
+            DEBUG="true",
+            DATABASE_URL=f"sqlite:///{tmp_path}/demo.sqlite3",
+            CELERY_BROKER_URL="memory://",
+        )
+        manage = [str(ROOT / ".venv/bin/python"), str(ROOT / "manage.py")]
+        for setup in (["migrate", "-v0"], ["seed_demo", "--json"]):
+            subprocess.run([*manage, *setup], check=True, env=env, capture_output=True)  # noqa: S603
+
+        placed = subprocess.run(  # noqa: S603 (the README's own words)
+            [*manage, *words[3:]], env=env, cwd=ROOT, capture_output=True, text=True
+        )
+
+        assert placed.returncode == 0, placed.stderr
+        result = json.loads(placed.stdout)
+        assert (result["message"], result["welcome_message"]) == (
+            "Call initiated successfully",
+            "Hi Ann",
+        )
+
 
 class TestSeedDemo:
     def test_it_prints_exactly_the_documented_keys(self, db) -> None:
         data = json.loads(run("seed_demo", "--json"))
 
         assert set(data) == DEMO_KEYS
+        assert not User.objects.exists()  # no logins with known passwords outside DEBUG
+
+    @override_settings(DEBUG=True)
+    def test_in_debug_it_gives_an_operator_and_an_acme_owner_their_logins(self, db) -> None:
+        first = json.loads(run("seed_demo", "--json"))
+        data = json.loads(run("seed_demo", "--json"))
+
+        assert set(data) == DEMO_KEYS | DEMO_LOGINS
+        assert data["admin_password"] != first["admin_password"]
+        operator = authenticate(username=data["admin_username"], password=data["admin_password"])
+        owner = authenticate(username=data["member_username"], password=data["member_password"])
+        assert operator is not None and operator.is_superuser
+        assert owner is not None and owner.is_staff and not owner.is_superuser
+        assert [(m.organization.name, m.role) for m in owner.memberships.all()] == [
+            ("Acme", "owner")
+        ]
+        assert authenticate(username="acme-owner", password=first["member_password"]) is None
 
     def test_it_is_idempotent_and_gives_a_fresh_key(self, db) -> None:
         first = json.loads(run("seed_demo", "--json"))

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from burki.text import unspeakable
-from calls.serializers import SpokenTextField, parse_e164
+from calls.serializers import SpokenTextField
 from calls.templating import TemplateError, format_value, render
+from telephony.e164 import parse_e164
 from telephony.providers import get_provider
 from telephony.providers.base import CallContext
 

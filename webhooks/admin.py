@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from burki.admin_tenancy import MANAGED, READ, OrganizationScopedAdmin
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from webhooks.services import event_redeliver, webhook_endpoint_update
 
@@ -33,7 +34,10 @@ class AttemptInline(ReadOnlyInline):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(OrganizationScopedAdmin):
+    """An organization's own to manage (made through the API, which shows the secret once)."""
+
+    rights = MANAGED
     list_display = [
         "url",
         "organization",
@@ -69,7 +73,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # made through the API, which shows the secret once
+        return False
 
     @admin.action(description="Enable again (forgets why it was disabled)")
     def enable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
@@ -79,7 +83,11 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(OrganizationScopedAdmin):
+    """Read-only: a delivery changes by being sent. Anyone who sees one may send it again."""
+
+    organization_path = "endpoint__organization"
+    rights = READ
     list_display = [
         "created_at",
         "endpoint",
@@ -112,7 +120,12 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     def has_change_permission(
         self, request: HttpRequest, obj: WebhookDelivery | None = None
     ) -> bool:
-        return request.method in ("GET", "HEAD") and super().has_view_permission(request, obj)
+        return request.method in ("GET", "HEAD") and self.has_view_permission(request, obj)
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: WebhookDelivery | None = None
+    ) -> bool:
+        return False
 
     @admin.action(description="Send again")
     def redeliver(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:

@@ -30,6 +30,9 @@ class AccountField:
     required: bool = True
     multiline: bool = False
     help_text: str = ""
+    # A regular expression a value must match whole, and what to say when it does not.
+    pattern: str = ""
+    pattern_message: str = ""
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,13 @@ def _http_client() -> TwilioHttpClient:
 
 class TwilioProvider(Provider):
     account_fields = (
-        AccountField("account_sid", "Account SID", help_text="Starts with AC."),
+        AccountField(
+            "account_sid",
+            "Account SID",
+            help_text="On the Twilio console's home page: AC and 32 hexadecimal digits.",
+            pattern="AC[0-9a-f]{32}",
+            pattern_message="An Account SID is AC and 32 hexadecimal digits (0-9, a-f).",
+        ),
         AccountField("auth_token", "Auth token", secret=True),
     )
     can_find_calls = True

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
@@ -10,11 +13,13 @@ from django.db import transaction
 from assistants.models import Assistant, ConversationFlow
 from billing.models import Balance
 from billing.services import balance_adjust, balance_top_up
-from burki.models import ApiKey, Organization
+from burki.models import ApiKey, Membership, Organization
 from burki.services import api_key_create, api_key_revoke
 from telephony.models import PhoneNumber, SipTrunk
 
 DEMO_FUNDS_CENTS = 5_000  # $50.00 at the default 10 cents a minute: 500 minutes
+DEMO_OPERATOR = "demo-operator"
+DEMO_OWNER = "acme-owner"
 
 
 def _assistant(org: Organization, name: str, welcome: str) -> Assistant:
@@ -60,6 +65,16 @@ def _drain(org: Organization) -> None:
         balance_adjust(organization=org, amount_cents=-spare, memo="demo: broke organization")
 
 
+def _login(username: str, *, operator: bool) -> str:
+    """A demo login with a fresh password, printed once: the demo only, never production."""
+    password = secrets.token_urlsafe(12)
+    user, _ = User.objects.get_or_create(username=username)
+    user.is_staff, user.is_superuser, user.is_active = True, operator, True
+    user.set_password(password)
+    user.save()
+    return password
+
+
 def _sip_number(org: Organization, gateway: str) -> PhoneNumber:
     trunk, _ = SipTrunk.objects.update_or_create(
         organization=org,
@@ -75,7 +90,11 @@ def _sip_number(org: Organization, gateway: str) -> PhoneNumber:
 
 
 class Command(BaseCommand):
-    help = "Create or refresh the demo data set (sandbox provider) and print its keys and ids."
+    help = (
+        "Create or refresh the demo data set (sandbox provider) and print its keys and ids. With "
+        "DEBUG on, also an admin login for a platform operator and one for Acme's owner, with "
+        "fresh passwords."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
@@ -125,6 +144,17 @@ class Command(BaseCommand):
             "broke_api_key": _fresh_key(initech),
             "broke_phone_number": str(broke.number),
         }
+        if settings.DEBUG:
+            # Logins with known passwords exist only where DEBUG says this is not production.
+            data["admin_username"] = DEMO_OPERATOR
+            data["admin_password"] = _login(DEMO_OPERATOR, operator=True)
+            data["member_username"] = DEMO_OWNER
+            data["member_password"] = _login(DEMO_OWNER, operator=False)
+            Membership.objects.update_or_create(
+                user=User.objects.get(username=DEMO_OWNER),
+                organization=acme,
+                defaults={"role": Membership.Role.OWNER},
+            )
         if options["sip_gateway"]:
             data["sip_phone_number"] = str(_sip_number(acme, options["sip_gateway"]).number)
         if options["json"]:
