@@ -8,7 +8,10 @@ It keeps each call it created, and answers the call resource (GET .../Calls/{sid
 Twilio would once the call is over: completed, after `--talk` seconds (the tests settle calls
 on that record).
 
-Usage: python bench/fake_twilio.py PORT [--talk SECONDS]
+With `--delay`, every answer waits that long first, as a real provider's API takes hundreds of
+milliseconds: the benchmark's initiate/twilio200 scenario runs against `--delay 0.2`.
+
+Usage: python bench/fake_twilio.py PORT [--talk SECONDS] [--delay SECONDS]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CALLS_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls\.json$")
@@ -31,6 +35,7 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     talk_seconds = 60
+    delay_seconds = 0.0
     calls: dict[str, dict[str, object]] = {}
     lock = threading.Lock()
 
@@ -61,6 +66,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def reply(self, status: int, body: dict[str, object]) -> None:
         payload = json.dumps(body).encode()
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -75,8 +82,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("port", type=int)
     parser.add_argument("--talk", type=int, default=60, help="how long every call talked")
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="seconds every answer waits before it is sent"
+    )
     args = parser.parse_args()
     Handler.talk_seconds = args.talk
+    Handler.delay_seconds = args.delay
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     server.serve_forever()
