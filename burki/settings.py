@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import environ
@@ -115,13 +116,20 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # Throttling per API key; counters live in the cache, so point CACHE_URL (or REDIS_URL) at Redis
-# to make the limits hold across processes and machines.
+# to make the limits hold across processes and machines. Nothing else uses the cache, and the
+# throttles let requests through while it is down (burki/throttling.py).
 _cache_url = env.str("CACHE_URL", default="") or env.str("REDIS_URL", default="")
-CACHES = {
+CACHES: dict[str, dict[str, Any]] = {
     "default": env.cache_url_config(_cache_url)
     if _cache_url
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    # A Redis that does not answer must not hold the request (redis-py waits forever by default).
+    _cache_timeout = env.float("CACHE_TIMEOUT_SECONDS", default=0.5)
+    _cache_options = CACHES["default"].setdefault("OPTIONS", {})
+    _cache_options.setdefault("socket_connect_timeout", _cache_timeout)
+    _cache_options.setdefault("socket_timeout", _cache_timeout)
 
 # BYO SIP trunks: `manage.py sip_agent` processes own the SIP stack. Web workers reach them on
 # these loopback control addresses (one per agent process; each carries at most 4 calls) and
