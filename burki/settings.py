@@ -45,6 +45,9 @@ CALL_RATE_CENTS_PER_MINUTE = env.int("CALL_RATE_CENTS_PER_MINUTE", default=10)
 CALL_RING_TIMEOUT_SECONDS = env.int("CALL_RING_TIMEOUT_SECONDS", default=30)
 # How long we wait for a provider's REST API when placing a call.
 PROVIDER_TIMEOUT_SECONDS = env.float("PROVIDER_TIMEOUT_SECONDS", default=10.0)
+# Connections kept open to each provider's API per process: at least the threads of a web
+# process (deploy/gunicorn.conf.py), which may all be placing calls at once.
+PROVIDER_HTTP_POOL_SIZE = env.int("PROVIDER_HTTP_POOL_SIZE", default=32)
 # Benchmarks only: point the Twilio SDK at a local fake of its REST API (empty: the real one).
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
 # Every Twilio request carries the account's credentials: they may go to Twilio or to loopback.
@@ -198,8 +201,24 @@ WSGI_APPLICATION = "burki.wsgi.application"
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# PostgreSQL connections per web process, in a pool (psycopg_pool through Django) that its
+# threads share: a thread takes one for its queries and gives it back while it waits on a
+# provider (burki.db.connection_release), so a pool much smaller than the threads serves them.
+# 0: no pool, one persistent connection per thread (CONN_MAX_AGE).
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=0)
+if DATABASE_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them open
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(2, DATABASE_POOL_MAX_SIZE),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        # A request that cannot have a connection in this time fails rather than queue on.
+        "timeout": env.float("DATABASE_POOL_TIMEOUT_SECONDS", default=10.0),
+        "max_idle": 300,
+        "name": "burki",
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
