@@ -27,6 +27,11 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Behind a proxy that terminates TLS and sets X-Forwarded-Proto on every request (as
+# deploy/nginx/burki.conf does), so Django knows a request came over HTTPS. Never without such a
+# proxy: a client could then claim HTTPS itself.
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # What providers call back: every webhook URL we hand a provider starts with this, and
 # signatures are checked against it (never against the Host header a proxy rewrote).

@@ -2,8 +2,12 @@
 
 Threads, not processes, carry the requests that wait: placing a call waits a provider's answer
 (hundreds of milliseconds), and a waiting thread costs no CPU, while a sync worker would be held
-whole. The figures behind these numbers are in bench/RESULTS.md ("Serving"). Each value can be
-set from the environment, so a unit file or `bench/run` changes one without editing this file.
+whole. A process needs more threads than the requests it may have in flight: its connections
+are its own once accepted, and a request that finds every thread waiting on a provider waits
+too. The processes share the CPU (two per core here); each pools DATABASE_POOL_MAX_SIZE
+PostgreSQL connections for its threads, given back while a provider answers. The figures behind
+these numbers are in bench/RESULTS.md ("Serving"). Each value can be set from the environment,
+so a unit file or `bench/run` changes one without editing this file.
 
 nginx sits in front (deploy/nginx/burki.conf): it buffers whole requests and responses, so a
 slow client holds an nginx connection, never one of these threads.
