@@ -774,7 +774,8 @@ def describe_server(target: Target) -> str:
     extra = " ".join(
         f"{name}={value}"
         for name, value in target.env.items()
-        if name.startswith(("GUNICORN_", "DATABASE_POOL_")) and name != "DATABASE_POOL_MAX_SIZE"
+        if name.startswith(("GUNICORN_", "DATABASE_POOL_", "WEB_INITIATIONS_"))
+        and name != "DATABASE_POOL_MAX_SIZE"
     )
     return (
         f"{target.server['app']} on gunicorn, {shape} (deploy/gunicorn.conf.py), "
@@ -874,8 +875,9 @@ def main() -> None:
         # in a deployment. No worker takes them here (the calls stay live); the database is
         # emptied before and after.
         "CELERY_BROKER_URL": BROKER_URL,
-        # The web tier's pool, as deploy/systemd/burki-web.service sets it.
+        # The web tier's pool and admission, as deploy/systemd/burki-web.service sets them.
         "DATABASE_POOL_MAX_SIZE": os.environ.get("DATABASE_POOL_MAX_SIZE", "8"),
+        "WEB_INITIATIONS_AT_ONCE": os.environ.get("WEB_INITIATIONS_AT_ONCE", "1"),
     }
     empty_broker()
     if args.compare_with and args.compare_server:

@@ -50,6 +50,9 @@ CALL_RATE_CENTS_PER_MINUTE = env.int("CALL_RATE_CENTS_PER_MINUTE", default=10)
 CALL_RING_TIMEOUT_SECONDS = env.int("CALL_RING_TIMEOUT_SECONDS", default=30)
 # How long we wait for a provider's REST API when placing a call.
 PROVIDER_TIMEOUT_SECONDS = env.float("PROVIDER_TIMEOUT_SECONDS", default=10.0)
+# Initiations a web process works on at once, not counting those waiting on their provider
+# (burki/admission.py); 0: as many as it has threads.
+WEB_INITIATIONS_AT_ONCE = env.int("WEB_INITIATIONS_AT_ONCE", default=0)
 # Connections kept open to each provider's API per process: at least the threads of a web
 # process (deploy/gunicorn.conf.py), which may all be placing calls at once.
 PROVIDER_HTTP_POOL_SIZE = env.int("PROVIDER_HTTP_POOL_SIZE", default=32)
@@ -174,6 +177,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "burki.admission.InitiationAdmissionMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

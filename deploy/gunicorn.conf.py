@@ -5,7 +5,9 @@ Threads, not processes, carry the requests that wait: placing a call waits a pro
 whole. A process needs more threads than the requests it may have in flight: its connections
 are its own once accepted, and a request that finds every thread waiting on a provider waits
 too. The processes share the CPU (two per core here); each pools DATABASE_POOL_MAX_SIZE
-PostgreSQL connections for its threads, given back while a provider answers. The figures behind
+PostgreSQL connections for its threads, given back while a provider answers, and works on
+WEB_INITIATIONS_AT_ONCE initiations at a time, so the CPU's queue stays short enough for a cheap
+request to pass (both set in deploy/systemd/burki-web.service). The figures behind
 these numbers are in bench/RESULTS.md ("Serving"). Each value can be set from the environment,
 so a unit file or `bench/run` changes one without editing this file.
 

@@ -293,6 +293,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         "WEB_CONCURRENCY": str(WORKERS),
         "GUNICORN_THREADS": str(THREADS),
         "DATABASE_POOL_MAX_SIZE": str(POOL),
+        "WEB_INITIATIONS_AT_ONCE": "1",  # as deploy/systemd/burki-web.service
         "GUNICORN_BIND": f"127.0.0.1:{gunicorn_port}",
     }
     manage = [sys.executable, str(ROOT / "manage.py")]
@@ -586,9 +587,9 @@ def test_a_clients_own_forwarded_header_is_replaced_by_nginx(deployment: Deploym
 def test_calls_waiting_on_the_provider_hold_no_database_connection(
     deployment: Deployment,
 ) -> None:
-    """As many initiations at once as a process has threads, against one pooled connection per
-    process: each gives its connection back while Twilio answers, so all of them reach Twilio
-    together (holding their connections, at most two could)."""
+    """As many initiations at once as a process has threads, against one pooled connection and
+    one initiation slot per process: each gives both back while Twilio answers, so all of them
+    reach Twilio together (holding their connections, at most two could)."""
     deployment.twilio.most_waiting = 0
     deployment.twilio.hold_until = THREADS
     barrier = threading.Barrier(THREADS)

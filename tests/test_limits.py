@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -21,7 +22,7 @@ import redis
 from asgiref.local import Local
 from django.conf import settings
 from django.core.cache import caches
-from django.db import connection
+from django.db import connection, connections
 from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -30,9 +31,11 @@ from billing.models import Balance, LedgerEntry
 from burki.models import ApiKey
 from burki.services import api_key_create
 from burki.throttling import OUTAGE_RETRY_SECONDS, outages
+from calls import services
 from calls.models import Call
 from calls.services import call_apply_event
 from telephony.providers.base import StatusEvent
+from telephony.providers.sandbox import SandboxProvider
 from tests.conftest import Tenant, assert_money_consistent, make_tenant
 from tests.factories import PhoneNumberFactory
 from tests.test_concurrency import all_at_once
@@ -400,3 +403,79 @@ print(json.dumps(answers))
     assert done.stderr.count("rate limits not enforced") == 1, done.stderr
     assert Call.objects.filter(organization=tenant.organization).count() == 1
     assert_money_consistent(tenant.organization)
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(WEB_INITIATIONS_AT_ONCE=1)
+def test_an_initiation_waiting_on_its_provider_gives_its_slot_to_the_next() -> None:
+    """One initiation at a time per process may work, but not counting those waiting on the
+    provider: three at once all reach the provider together."""
+    tenant = make_tenant()
+    tenant.organization.max_concurrent_calls = 10
+    tenant.organization.save()
+    PhoneNumberFactory(organization=tenant.organization, number=BODY["from_phone_number"])
+    together = threading.Barrier(3, timeout=10)
+    real = SandboxProvider.place_call
+
+    def place_call(self, call, account):  # type: ignore[no-untyped-def]
+        together.wait()  # broken (and the call failed) unless all three get here
+        return real(self, call, account)
+
+    def send(_: int):  # type: ignore[no-untyped-def]
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant.api_key}")
+        return client.post(URL, BODY, format="json")
+
+    with mock.patch.object(SandboxProvider, "place_call", place_call):
+        answers = all_at_once(3, send)
+
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert Call.objects.filter(status="initiated").count() == 3
+    assert_money_consistent(tenant.organization)
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(WEB_INITIATIONS_AT_ONCE=1)
+def test_initiations_past_the_limit_wait_their_turn_and_other_requests_do_not() -> None:
+    """While one initiation works (before its provider), the next waits for the slot, and a
+    request that is no initiation does not wait at all."""
+    tenant = make_tenant()
+    PhoneNumberFactory(organization=tenant.organization, number=BODY["from_phone_number"])
+    inside = threading.Event()
+    finish = threading.Event()
+
+    def slow_render(*args, **kwargs):  # type: ignore[no-untyped-def]
+        inside.set()  # working, before any wait on the provider: the slot is taken
+        finish.wait(timeout=10)
+        return real_render(*args, **kwargs)
+
+    real_render = services.render
+    second: list = []
+
+    def initiate_in_thread(store: list) -> None:
+        try:
+            client = APIClient()
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant.api_key}")
+            store.append(client.post(URL, BODY, format="json"))
+        finally:
+            connections.close_all()
+
+    first: list = []
+    with mock.patch.object(services, "render", side_effect=slow_render):
+        one = threading.Thread(target=initiate_in_thread, args=(first,))
+        one.start()
+        assert inside.wait(timeout=10)
+        inside.clear()
+        two = threading.Thread(target=initiate_in_thread, args=(second,))
+        two.start()
+        listing = APIClient()
+        listing.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant.api_key}")
+        meanwhile = listing.get("/calls").status_code
+        second_started = inside.wait(timeout=1)
+        finish.set()
+        one.join(timeout=10)
+        two.join(timeout=10)
+
+    assert meanwhile == 200
+    assert not second_started  # it waited for the first one's slot
+    assert [r.status_code for r in first + second] == [200, 200]
