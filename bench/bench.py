@@ -1,19 +1,26 @@
 """What initiating a call costs, against the framework's own floor. Run it with `bench/run`.
 
-It builds its own PostgreSQL database, starts the service the production way (gunicorn sync
-workers, DEBUG off), seeds a funded organization and drives three scenarios with wrk at a fixed
-concurrency:
+It builds its own PostgreSQL database, starts the service the production way (gunicorn with
+deploy/gunicorn.conf.py, DEBUG off), seeds a funded organization and drives these scenarios with
+wrk:
 
-  baseline          GET /calls/{id} of a finished call: auth plus indexed reads, no writes
-  initiate/sandbox  POST /calls/initiate from a sandbox number
-  initiate/twilio   the same from a Twilio number: the real SDK, talking to bench/fake_twilio.py
+  baseline            GET /calls/{id} of a finished call: auth plus indexed reads, no writes
+  initiate/sandbox    POST /calls/initiate from a sandbox number
+  initiate/twilio     the same from a Twilio number: the real SDK, talking to bench/fake_twilio.py
+  initiate/twilio200  the same with the fake Twilio answering after 200 ms, as a real provider
+                      does, with enough connections in flight to keep the same rate through it
+                      (--slow-connections); /health is timed beside it on one more connection
+  webhook             POST /webhooks/calls/{id}/status: a signed Twilio status callback
 
 Then (unless --quick) it grows the calls and ledger tables to 1,000,000 rows each and drives
-the same three again. The last line is the summary the issue asks for.
+the same again. The last line is the summary: each ratio is of two scenarios of the same run,
+on the same server.
 
 With --compare-with DIR, a second copy of the project (another commit, e.g. unpacked with
 `git archive`) is set up the same way on its own database and port, and its scenarios take turns
-with this tree's in every round: a before/after comparison from one run on one machine.
+with this tree's in every round: a before/after comparison from one run on one machine. With
+--compare-server SPEC, the second server is this tree served another way (SPEC: gunicorn options
+and NAME=value settings): how bench/RESULTS.md chose the web tier's shape.
 
 Everything that needs Django runs in a child process inside the tree it measures
 (`bench.py --task ...`), so each tree is seeded and counted with its own code.
@@ -26,13 +33,14 @@ import json
 import os
 import random
 import secrets
+import shlex
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +54,8 @@ SANDBOX_NUMBER = "+15550100001"
 TWILIO_NUMBER = "+15550100002"
 TO_NUMBER = "+15559876543"
 ACCOUNT_SID = "AC" + "b" * 32
+# How long the fake Twilio takes to answer in the initiate/twilio200 scenario.
+SLOW_TWILIO_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,9 @@ class Seed:
     api_key: str
     organization_id: int
     baseline_call_id: str
+    webhook_path: str
+    webhook_body: str
+    webhook_signature: str
 
 
 @dataclass
@@ -62,12 +75,24 @@ class Target:
     database_url: str
     port: int
     env: dict[str, str]
+    server: dict[str, str] = field(default_factory=dict)  # workers, threads, worker_class, app
     seed: Seed | None = None
     gunicorn: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class Request:
+    url: str
+    method: str = "GET"
+    body: str | None = None
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+    connections: int | None = None  # wrk's --connections unless set
+    twilio_delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -140,7 +165,11 @@ def wait_for_port(port: int, seconds: float = 10.0) -> None:
 
 
 def seed() -> Seed:
+    from urllib.parse import urlencode
+
+    from django.conf import settings
     from django.db import transaction
+    from twilio.request_validator import RequestValidator
 
     from assistants.models import Assistant
     from billing.services import balance_top_up
@@ -161,14 +190,15 @@ def seed() -> Seed:
         sandbox = PhoneNumber.objects.create(
             organization=org, number=SANDBOX_NUMBER, provider="sandbox", assistant=assistant
         )
+        auth_token = secrets.token_hex(16)
         account = ProviderAccount.objects.create(  # type: ignore[misc]  # secrets: a dict
             organization=org,
             provider="twilio",
             name="Bench Twilio",
             settings={"account_sid": ACCOUNT_SID},
-            secrets={"auth_token": secrets.token_hex(16)},
+            secrets={"auth_token": auth_token},
         )
-        PhoneNumber.objects.create(
+        twilio = PhoneNumber.objects.create(
             organization=org,
             number=TWILIO_NUMBER,
             provider="twilio",
@@ -188,7 +218,38 @@ def seed() -> Seed:
         event=StatusEvent(state="completed", provider_call_id=call.call_sid, duration_seconds=42),
         source="sandbox",
     )
-    return Seed(api_key=raw_key, organization_id=org.pk, baseline_call_id=str(call.pk))
+    # The webhook scenario: Twilio repeating the `ringing` callback of a call that was answered
+    # since. Every request is verified, parsed and applied, and changes nothing (events only
+    # move a call forward), so the thousandth costs what the first did.
+    live = call_initiate(
+        organization=org, phone_number=twilio, to_number=TO_NUMBER, variables={"name": "Ann"}
+    )
+    call_apply_event(
+        call=live,
+        event=StatusEvent(state="in-progress", provider_call_id=live.call_sid),
+        source="twilio",
+    )
+    path = f"/webhooks/calls/{live.pk}/status"
+    form = {
+        "AccountSid": ACCOUNT_SID,
+        "CallSid": live.call_sid,
+        "CallStatus": "ringing",
+        "From": TWILIO_NUMBER,
+        "To": TO_NUMBER,
+        "Direction": "outbound-api",
+        "ApiVersion": "2010-04-01",
+    }
+    signature = RequestValidator(auth_token).compute_signature(
+        settings.PUBLIC_BASE_URL + path, form
+    )
+    return Seed(
+        api_key=raw_key,
+        organization_id=org.pk,
+        baseline_call_id=str(call.pk),
+        webhook_path=path,
+        webhook_body=urlencode(form),
+        webhook_signature=signature,
+    )
 
 
 def initiate_body(from_number: str) -> str:
@@ -217,6 +278,13 @@ def count_queries(seed: Seed) -> dict[str, int]:
         "initiate/twilio": lambda: client.post(
             "/calls/initiate", initiate_body(TWILIO_NUMBER), content_type="application/json"
         ),
+        "webhook": lambda: client.post(
+            seed.webhook_path,
+            seed.webhook_body,
+            content_type="application/x-www-form-urlencoded",
+            headers={"X-Twilio-Signature": seed.webhook_signature},
+        ),
+        "health": lambda: client.get("/health"),
     }
     counts = {}
     for name, send in requests.items():
@@ -226,6 +294,8 @@ def count_queries(seed: Seed) -> dict[str, int]:
         if response.status_code != 200:
             raise SystemExit(f"{name}: {response.status_code} {response.content[:200]!r}")
         counts[name] = len(queries)
+    # The same request as initiate/twilio: only the fake Twilio's answer is slower.
+    counts["initiate/twilio200"] = counts["initiate/twilio"]
     return counts
 
 
@@ -296,26 +366,39 @@ def table_rows() -> tuple[int, int]:
     return calls, entries
 
 
-def run_wrk(
-    url: str, method: str, body: str | None, seed: Seed, seconds: int, args: argparse.Namespace
-) -> dict[str, Any]:
-    env = {**os.environ, "BENCH_METHOD": method, "BENCH_API_KEY": seed.api_key}
-    if body is not None:
-        env["BENCH_BODY"] = body
+def start_wrk(
+    request: Request, seed: Seed, seconds: int, args: argparse.Namespace, threads: int = 0
+) -> subprocess.Popen[str]:
+    env = {**os.environ, "BENCH_METHOD": request.method, "BENCH_API_KEY": seed.api_key}
+    if request.body is not None:
+        env["BENCH_BODY"] = request.body
+        env["BENCH_CONTENT_TYPE"] = request.content_type
+    env["BENCH_HEADERS"] = "\n".join(f"{name}: {value}" for name, value in request.headers)
+    connections = request.connections or args.connections
     command = [
         "wrk",
-        "-t", str(args.threads),
-        "-c", str(args.connections),
+        "-t", str(threads or min(args.threads, connections)),
+        "-c", str(connections),
         "-d", f"{seconds}s",
         "--timeout", "10s",
         "-s", str(ROOT / "bench" / "wrk.lua"),
-        url,
+        request.url,
     ]  # fmt: skip
-    out = subprocess.run(  # noqa: S603 (wrk, with our own arguments)
-        command, env=env, check=True, capture_output=True, text=True
-    ).stdout
+    return subprocess.Popen(  # noqa: S603 (wrk, with our own arguments)
+        command, env=env, stdout=subprocess.PIPE, text=True
+    )
+
+
+def wrk_result(process: subprocess.Popen[str]) -> dict[str, Any]:
+    out, _ = process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"wrk exited with {process.returncode}")
     data: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return data
+
+
+def run_wrk(request: Request, seed: Seed, seconds: int, args: argparse.Namespace) -> dict[str, Any]:
+    return wrk_result(start_wrk(request, seed, seconds, args))
 
 
 def pooled_percentile(rounds: list[dict[str, Any]], percent: float) -> float:
@@ -335,36 +418,122 @@ def pooled_percentile(rounds: list[dict[str, Any]], percent: float) -> float:
     return float(weighted[-1][0])
 
 
-SCENARIOS = ("baseline", "initiate/sandbox", "initiate/twilio")
+SCENARIOS = ("baseline", "initiate/sandbox", "initiate/twilio", "initiate/twilio200", "webhook")
+# Timed beside initiate/twilio200, on a connection of its own: what every other request waits.
+BESIDE = "health@twilio200"
 
 
-def scenario_request(name: str, target: Target) -> tuple[str, str, str | None]:
-    assert target.seed is not None
+def scenario_request(name: str, target: Target, args: argparse.Namespace) -> Request:
+    seed = target.seed
+    assert seed is not None
     if name == "baseline":
-        return f"{target.base_url}/calls/{target.seed.baseline_call_id}", "GET", None
+        return Request(f"{target.base_url}/calls/{seed.baseline_call_id}")
+    if name == "webhook":
+        return Request(
+            target.base_url + seed.webhook_path,
+            "POST",
+            seed.webhook_body,
+            content_type="application/x-www-form-urlencoded",
+            headers=(("X-Twilio-Signature", seed.webhook_signature),),
+        )
+    if name == BESIDE:
+        return Request(f"{target.base_url}/health", connections=1)
     number = SANDBOX_NUMBER if name == "initiate/sandbox" else TWILIO_NUMBER
-    return f"{target.base_url}/calls/initiate", "POST", initiate_body(number)
+    url, body = f"{target.base_url}/calls/initiate", initiate_body(number)
+    if name == "initiate/twilio200":
+        # Little's law: the rate of the instant scenario through a 200 ms answer needs that
+        # rate times 0.2 s requests in flight.
+        return Request(
+            url, "POST", body, connections=args.slow_connections, twilio_delay=SLOW_TWILIO_SECONDS
+        )
+    return Request(url, "POST", body)
 
 
-def run_scenarios(targets: list[Target], args: argparse.Namespace) -> dict[str, dict[str, Result]]:
+def wait_idle(target: Target, seconds: float = 30.0) -> None:
+    """Until the server answers /health at once: a server that queued more requests than it
+    could take (wrk's connections are closed, not its requests) finishes them before the next
+    scenario starts, or the fake Twilio is restarted under them."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        with urllib.request.urlopen(f"{target.base_url}/health", timeout=seconds):  # noqa: S310
+            pass
+        if time.monotonic() - started < 0.05:
+            return
+        time.sleep(0.2)
+
+
+class FakeTwilio:
+    """bench/fake_twilio.py on one port, restarted with another --delay when a scenario asks
+    for it: the servers keep one TWILIO_API_BASE_URL. (The SDK's pooled connections to the old
+    process are seen closed and replaced, as after any restart of Twilio's side.)"""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.delay: float | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def use(self, delay: float) -> None:
+        if self.process is not None and self.delay == delay:
+            return
+        if self.delay:
+            time.sleep(2 * self.delay + 1)  # what the servers still have in flight finishes
+        self.stop()
+        self.process = subprocess.Popen(  # noqa: S603 (our own venv's programs)
+            [
+                str(BIN / "python"),
+                str(ROOT / "bench" / "fake_twilio.py"),
+                str(self.port),
+                "--delay",
+                str(delay),
+            ]
+        )
+        self.delay = delay
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def run_scenarios(
+    targets: list[Target], args: argparse.Namespace, fake: FakeTwilio
+) -> dict[str, dict[str, Result]]:
     """Results by target label, then by scenario."""
     # A warm-up first (imports, connection pools, PostgreSQL's buffers), then the scenarios (and
     # the trees) take turns, so a neighbour's burst on this shared machine falls on all alike.
     for target in targets:
         for name in SCENARIOS:
-            url, method, body = scenario_request(name, target)
-            run_wrk(url, method, body, target.seed, args.warmup, args)  # type: ignore[arg-type]
+            request = scenario_request(name, target, args)
+            fake.use(request.twilio_delay)
+            run_wrk(request, target.seed, args.warmup, args)  # type: ignore[arg-type]
+    names = (*SCENARIOS, BESIDE)
     rounds: dict[tuple[str, str], list[dict[str, Any]]] = {
-        (t.label, name): [] for t in targets for name in SCENARIOS
+        (t.label, name): [] for t in targets for name in names
     }
     per_round = max(1, args.duration // args.rounds)
     for _ in range(args.rounds):
         for name in SCENARIOS:
             for target in targets:
-                url, method, body = scenario_request(name, target)
+                request = scenario_request(name, target, args)
+                fake.use(request.twilio_delay)
+                beside = None
+                if name == "initiate/twilio200":
+                    beside = start_wrk(
+                        scenario_request(BESIDE, target, args),
+                        target.seed,  # type: ignore[arg-type]
+                        per_round,
+                        args,
+                        threads=1,
+                    )
                 rounds[target.label, name].append(
-                    run_wrk(url, method, body, target.seed, per_round, args)  # type: ignore[arg-type]
+                    run_wrk(request, target.seed, per_round, args)  # type: ignore[arg-type]
                 )
+                if beside is not None:
+                    rounds[target.label, BESIDE].append(wrk_result(beside))
+                wait_idle(target)
     results: dict[str, dict[str, Result]] = {t.label: {} for t in targets}
     for (label, name), runs in rounds.items():
         results[label][name] = result = Result(
@@ -377,7 +546,7 @@ def run_scenarios(targets: list[Target], args: argparse.Namespace) -> dict[str, 
             first_bad=next((r["first_bad"] for r in runs if r["first_bad"]), ""),
         )
         log(
-            f"  {label:<9} {name:<17} {result.rps:8.1f} req/s  p50 {result.p50_ms:6.1f} ms  "
+            f"  {label:<9} {name:<18} {result.rps:8.1f} req/s  p50 {result.p50_ms:6.1f} ms  "
             f"p99 {result.p99_ms:6.1f} ms  errors {result.errors}"
             + (f"  (first: {result.first_bad})" if result.errors else "")
         )
@@ -413,15 +582,19 @@ def print_report(
 ) -> None:
     log("")
     log(
-        f"machine: {os.cpu_count()} cores, load average at start {args.load_at_start}; "
-        f"gunicorn {args.workers} sync workers; wrk -t{args.threads} -c{args.connections} "
+        f"machine: {os.cpu_count()} cores, load average at start {args.load_at_start}, "
+        f"at the end {args.load_at_end}; wrk -t{args.threads} "
+        f"-c{args.connections} (initiate/twilio200: -c{args.slow_connections}, fake Twilio "
+        f"answering after {SLOW_TWILIO_SECONDS * 1000:.0f} ms; {BESIDE}: -c1 beside it) "
         f"-d{args.duration // args.rounds}s x {args.rounds} rounds per scenario, taking turns "
         f"(after a {args.warmup}s warm-up)"
     )
-    if len(targets) > 1:
+    for target in targets:
+        log(f"{target.label}: {describe_server(target)}")
+    if args.compare_with:
         log("this: this tree; compare: the tree given with --compare-with")
     header = (
-        f"{'tree':<9} {'scenario':<17} {'tables':<6} {'calls':>9} {'ledger':>9} {'req/s':>8} "
+        f"{'tree':<9} {'scenario':<18} {'tables':<6} {'calls':>9} {'ledger':>9} {'req/s':>8} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'p99/p50':>7} {'errors':>6} {'queries':>7}"
     )
     log(header)
@@ -430,23 +603,17 @@ def print_report(
         for target in targets:
             calls, entries = rows[phase][target.label]
             for name, r in phases[phase][target.label].items():
+                counted = queries[phase][target.label].get(name.split("@")[0], "-")
                 log(
-                    f"{target.label:<9} {name:<17} {phase:<6} {calls:>9} {entries:>9} "
+                    f"{target.label:<9} {name:<18} {phase:<6} {calls:>9} {entries:>9} "
                     f"{r.rps:>8.1f} {r.p50_ms:>7.1f} {r.p99_ms:>7.1f} "
-                    f"{ratio(r.p99_ms, r.p50_ms):>7.2f} {r.errors:>6} "
-                    f"{queries[phase][target.label][name]:>7}"
+                    f"{ratio(r.p99_ms, r.p50_ms):>7.2f} {r.errors:>6} {counted:>7}"
                 )
     log("")
     for target in targets:
         label = target.label
         for phase in phases:
-            results = phases[phase][label]
-            base = results["baseline"].rps
-            log(
-                f"{label} {phase} tables: initiate/baseline="
-                f"{ratio(results['initiate/sandbox'].rps, base):.2f} "
-                f"twilio/baseline={ratio(results['initiate/twilio'].rps, base):.2f}"
-            )
+            log(f"{label} {phase} tables: {ratios(phases[phase][label])}")
         if "large" in phases:
             large, small = phases["large"][label], phases["small"][label]
             log(
@@ -487,16 +654,25 @@ def print_report(
             )
     label = targets[0].label
     small = phases["small"][label]
-    base = small["baseline"].rps
     large_small = "skipped"
     if "large" in phases:
         large = phases["large"][label]
         large_small = f"{ratio(large['initiate/sandbox'].rps, small['initiate/sandbox'].rps):.2f}"
     initiate_queries = max(q[label]["initiate/sandbox"] for q in queries.values())
-    log(
-        f"summary: initiate/baseline={ratio(small['initiate/sandbox'].rps, base):.2f} "
-        f"twilio/baseline={ratio(small['initiate/twilio'].rps, base):.2f} "
-        f"large/small={large_small} queries={initiate_queries}"
+    log(f"summary: {ratios(small)} large/small={large_small} queries={initiate_queries}")
+
+
+def ratios(results: dict[str, Result]) -> str:
+    """The summary's figures for one tree and phase: each a ratio of two scenarios of the same
+    run, and /health's p99 while initiate/twilio200 ran."""
+    base = results["baseline"].rps
+    return (
+        f"initiate/baseline={ratio(results['initiate/sandbox'].rps, base):.2f} "
+        f"twilio/baseline={ratio(results['initiate/twilio'].rps, base):.2f} "
+        f"twilio200/twilio="
+        f"{ratio(results['initiate/twilio200'].rps, results['initiate/twilio'].rps):.2f} "
+        f"webhook/baseline={ratio(results['webhook'].rps, base):.2f} "
+        f"health_p99_during_twilio200={results[BESIDE].p99_ms:.1f}ms"
     )
 
 
@@ -529,14 +705,89 @@ def django_task(target: Target, task: str, task_input: str = "") -> Any:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def start_gunicorn(target: Target, workers: int) -> subprocess.Popen[bytes]:
+GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
+
+
+SERVER_FLAGS = {"--workers": "workers", "--threads": "threads", "--worker-class": "worker_class"}
+
+
+def server_settings(args: argparse.Namespace, spec: str = "") -> tuple[dict[str, str], dict]:
+    """What serves a target: gunicorn's options (workers, threads, worker class, app), from the
+    command line then `spec` (`--workers 4 DATABASE_POOL_MAX_SIZE=0 ...`), and the settings
+    `spec` changes."""
+    server = {
+        name: str(value)
+        for name, value in (
+            ("workers", args.workers),
+            ("threads", args.server_threads),
+            ("worker_class", args.worker_class),
+            ("app", args.app),
+        )
+        if value
+    }
+    settings: dict[str, str] = {}
+    tokens = shlex.split(spec)
+    while tokens:
+        token = tokens.pop(0)
+        if "=" in token and not token.startswith("-"):
+            name, value = token.split("=", 1)
+            settings[name] = value
+        elif token in SERVER_FLAGS or token == "--app":
+            server[SERVER_FLAGS.get(token, "app")] = tokens.pop(0)
+        else:
+            raise SystemExit(
+                f"--compare-server: {token!r} is neither a setting nor one of "
+                f"{', '.join([*SERVER_FLAGS, '--app'])}"
+            )
+    return server, settings
+
+
+def server_options(target: Target) -> list[str]:
+    """gunicorn's arguments: the deployment's own configuration (this tree's, for every tree
+    measured), with what the target overrides."""
+    options = ["--config", str(GUNICORN_CONFIG)]
+    for flag, name in SERVER_FLAGS.items():
+        if name in target.server:
+            options += [flag, target.server[name]]
+    return options
+
+
+def describe_server(target: Target) -> str:
+    import runpy
+
+    saved = dict(os.environ)
+    try:
+        os.environ.update(target.env)
+        config = runpy.run_path(str(GUNICORN_CONFIG))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    worker_class = target.server.get("worker_class") or config.get("worker_class", "sync")
+    workers = target.server.get("workers") or config.get("workers", 1)
+    threads = target.server.get("threads") or config.get("threads", 1)
+    pool = target.env.get("DATABASE_POOL_MAX_SIZE") or "0"
+    shape = f"{workers} {worker_class} workers"
+    if worker_class == "gthread":
+        shape += f" x {threads} threads"
+    extra = " ".join(
+        f"{name}={value}"
+        for name, value in target.env.items()
+        if name.startswith(("GUNICORN_", "DATABASE_POOL_", "WEB_INITIATIONS_"))
+        and name != "DATABASE_POOL_MAX_SIZE"
+    )
+    return (
+        f"{target.server['app']} on gunicorn, {shape} (deploy/gunicorn.conf.py), "
+        f"DATABASE_POOL_MAX_SIZE={pool}" + (f" {extra}" if extra else "")
+    )
+
+
+def start_gunicorn(target: Target) -> subprocess.Popen[bytes]:
     return subprocess.Popen(  # noqa: S603 (our own venv's programs)
         [
             str(BIN / "gunicorn"),
-            "burki.wsgi:application",
+            *server_options(target),
+            target.server["app"],
             "--bind", f"127.0.0.1:{target.port}",
-            "--workers", str(workers),
-            "--worker-class", "sync",
             "--backlog", "2048",
             "--log-level", "warning",
         ],
@@ -548,8 +799,25 @@ def start_gunicorn(target: Target, workers: int) -> subprocess.Popen[bytes]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, no large tables")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument(
+        "--workers", type=int, help="gunicorn workers (default: deploy/gunicorn.conf.py's)"
+    )
+    parser.add_argument(
+        "--server-threads", type=int, help="threads per gunicorn worker (default: the config's)"
+    )
+    parser.add_argument("--worker-class", help="gunicorn worker class (default: the config's)")
+    parser.add_argument(
+        "--app",
+        default="burki.wsgi:application",
+        help="what gunicorn serves (burki.asgi:application with an ASGI worker class)",
+    )
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
+    parser.add_argument(
+        "--slow-connections",
+        type=int,
+        default=64,
+        help="wrk connections of initiate/twilio200 (requests in flight through the 200 ms)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument(
         "--duration", type=int, help="measured seconds per scenario (24; quick: 12)"
@@ -568,6 +836,12 @@ def main() -> None:
         type=Path,
         metavar="DIR",
         help="another copy of the project to measure in the same run (database: ..._compare)",
+    )
+    parser.add_argument(
+        "--compare-server",
+        metavar="SPEC",
+        help="measure this tree served another way in the same run, e.g. "
+        "'--worker-class sync --workers 4 DATABASE_POOL_MAX_SIZE=0' (database: ..._compare)",
     )
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("--task-input", default="", help=argparse.SUPPRESS)
@@ -599,21 +873,30 @@ def main() -> None:
         # in a deployment. No worker takes them here (the calls stay live); the database is
         # emptied before and after.
         "CELERY_BROKER_URL": BROKER_URL,
+        # The web tier's pool and admission, as deploy/systemd/burki-web.service sets them.
+        "DATABASE_POOL_MAX_SIZE": os.environ.get("DATABASE_POOL_MAX_SIZE", "8"),
+        "WEB_INITIATIONS_AT_ONCE": os.environ.get("WEB_INITIATIONS_AT_ONCE", "1"),
     }
     empty_broker()
-    sources = [("this", ROOT, args.database_url)]
+    if args.compare_with and args.compare_server:
+        raise SystemExit("--compare-with or --compare-server, not both")
+    sources = [("this", ROOT, args.database_url, "")]
     if args.compare_with:
-        sources.append(("compare", args.compare_with.resolve(), args.database_url + "_compare"))
+        sources.append(("compare", args.compare_with.resolve(), args.database_url + "_compare", ""))
+    if args.compare_server:
+        sources.append(("compare", ROOT, args.database_url + "_compare", args.compare_server))
     targets = []
-    for label, source, database_url in sources:
+    for label, source, database_url, spec in sources:
         port = free_port(taken)
+        server, settings = server_settings(args, spec)
         env = {
             **common,
+            **settings,
             "DATABASE_URL": database_url,
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
             "PYTHONPATH": str(source),
         }
-        targets.append(Target(label, source, database_url, port, env))
+        targets.append(Target(label, source, database_url, port, env, server))
 
     for target in targets:
         log(f"{target.label}: database {target.database_url.rsplit('/', 1)[1]}: create, migrate")
@@ -624,21 +907,19 @@ def main() -> None:
             env=target.env,
             check=True,
         )
-        target.seed = Seed(**django_task(target, "seed"))
 
     processes: list[subprocess.Popen[bytes]] = []
+    fake = FakeTwilio(twilio_port)
     try:
-        processes.append(
-            subprocess.Popen(  # noqa: S603 (our own venv's programs)
-                [str(BIN / "python"), str(ROOT / "bench" / "fake_twilio.py"), str(twilio_port)]
-            )
-        )
-        wait_for_port(twilio_port)
-        for target in targets:
-            target.gunicorn = start_gunicorn(target, args.workers)
-            processes.append(target.gunicorn)
-            log(f"{target.label}: gunicorn on {target.base_url}, {args.workers} workers")
+        fake.use(0.0)  # the seed places a Twilio call
         log(f"fake Twilio on :{twilio_port}")
+        for target in targets:
+            log(f"{target.label}: seed")
+            target.seed = Seed(**django_task(target, "seed"))
+        for target in targets:
+            target.gunicorn = start_gunicorn(target)
+            processes.append(target.gunicorn)
+            log(f"{target.label}: gunicorn on {target.base_url}")
         for target in targets:
             wait_for(f"{target.base_url}/health")
 
@@ -656,7 +937,7 @@ def main() -> None:
                     log(f"  done in {time.monotonic() - started:.0f} s")
             rows[phase] = {t.label: tuple(django_task(t, "rows")) for t in targets}  # type: ignore[misc]
             log(f"{phase} tables:")
-            phases[phase] = run_scenarios(targets, args)
+            phases[phase] = run_scenarios(targets, args, fake)
             queries[phase] = {
                 t.label: django_task(t, "queries", json.dumps(t.seed.__dict__)) for t in targets
             }
@@ -664,6 +945,7 @@ def main() -> None:
             t.label: {pid: peak_rss_mib(pid) for pid in worker_pids(t.gunicorn.pid)}  # type: ignore[union-attr]
             for t in targets
         }
+        args.load_at_end = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -672,6 +954,7 @@ def main() -> None:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+        fake.stop()
         empty_broker()
     print_report(args, targets, phases, rows, queries, rss)
 

@@ -29,10 +29,13 @@ GET /_chaos/report (not Twilio's) returns what happened: every call's truth with
 (from its StatusCallback URL) and how many creates named that id, the callbacks' fate, the
 answers, the hang-ups, and whether anything is still to come.
 
+With `--delay`, every answer waits that long first, as a real provider's API takes hundreds of
+milliseconds: the benchmark's initiate/twilio200 scenario runs against `--delay 0.2`.
+
 Keep-alive (HTTP/1.1) like the real API, so the SDK's pooled session is exercised as in
 production.
 
-Usage: python bench/fake_twilio.py PORT [--talk SECONDS]
+Usage: python bench/fake_twilio.py PORT [--talk SECONDS] [--delay SECONDS]
        python bench/fake_twilio.py PORT --chaos --account-sid AC... --auth-token TOKEN [--seed N]
 """
 
@@ -77,6 +80,7 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     talk_seconds = 60
+    delay_seconds = 0.0
     calls: dict[str, dict[str, object]] = {}
     lock = threading.Lock()
     chaos: ChaosTwilio | None = None
@@ -122,6 +126,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def reply(self, status: int, body: dict[str, Any]) -> None:
         payload = json.dumps(body).encode()
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -589,6 +595,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("port", type=int)
     parser.add_argument("--talk", type=int, default=60, help="instant mode: every call's talk")
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="seconds every answer waits before it is sent"
+    )
     parser.add_argument("--chaos", action="store_true", help="play lifecycles, send callbacks")
     parser.add_argument("--account-sid", default="AC" + "0" * 32)
     parser.add_argument("--auth-token", default="", help="signs callbacks, checks requests")
@@ -603,6 +612,7 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=8, help="callback clients at once")
     args = parser.parse_args()
     Handler.talk_seconds = args.talk
+    Handler.delay_seconds = args.delay
     if args.chaos:
         if not args.auth_token:
             parser.error("--chaos signs its callbacks: give --auth-token")

@@ -1,5 +1,6 @@
 -- One benchmark scenario for wrk. The request comes from the environment:
---   BENCH_METHOD (GET or POST), BENCH_BODY (JSON, for POST), BENCH_API_KEY.
+--   BENCH_METHOD (GET or POST), BENCH_BODY (for POST), BENCH_API_KEY,
+--   BENCH_CONTENT_TYPE (default JSON), BENCH_HEADERS (more headers, one "Name: value" a line).
 -- Every response that is not a 2xx is counted; `done` prints one JSON line that bench/bench.py
 -- reads (latencies in microseconds).
 
@@ -7,7 +8,10 @@ wrk.method = os.getenv("BENCH_METHOD") or "GET"
 wrk.body = os.getenv("BENCH_BODY")
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_API_KEY")
 if wrk.body then
-  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
+end
+for name, value in string.gmatch(os.getenv("BENCH_HEADERS") or "", "([^:\n]+): ([^\n]*)") do
+  wrk.headers[name] = value
 end
 
 local threads = {}

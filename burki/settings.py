@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import environ
@@ -26,6 +27,11 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Behind a proxy that terminates TLS and sets X-Forwarded-Proto on every request (as
+# deploy/nginx/burki.conf does), so Django knows a request came over HTTPS. Never without such a
+# proxy: a client could then claim HTTPS itself.
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # What providers call back: every webhook URL we hand a provider starts with this, and
 # signatures are checked against it (never against the Host header a proxy rewrote).
@@ -44,6 +50,12 @@ CALL_RATE_CENTS_PER_MINUTE = env.int("CALL_RATE_CENTS_PER_MINUTE", default=10)
 CALL_RING_TIMEOUT_SECONDS = env.int("CALL_RING_TIMEOUT_SECONDS", default=30)
 # How long we wait for a provider's REST API when placing a call.
 PROVIDER_TIMEOUT_SECONDS = env.float("PROVIDER_TIMEOUT_SECONDS", default=10.0)
+# Initiations a web process works on at once, not counting those waiting on their provider
+# (burki/admission.py); 0: as many as it has threads.
+WEB_INITIATIONS_AT_ONCE = env.int("WEB_INITIATIONS_AT_ONCE", default=0)
+# Connections kept open to each provider's API per process: at least the threads of a web
+# process (deploy/gunicorn.conf.py), which may all be placing calls at once.
+PROVIDER_HTTP_POOL_SIZE = env.int("PROVIDER_HTTP_POOL_SIZE", default=32)
 # Benchmarks only: point the Twilio SDK at a local fake of its REST API (empty: the real one).
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
 # Every Twilio request carries the account's credentials: they may go to Twilio or to loopback.
@@ -144,13 +156,20 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # Throttling per API key; counters live in the cache, so point CACHE_URL (or REDIS_URL) at Redis
-# to make the limits hold across processes and machines.
+# to make the limits hold across processes and machines. Nothing else uses the cache, and the
+# throttles let requests through while it is down (burki/throttling.py).
 _cache_url = env.str("CACHE_URL", default="") or env.str("REDIS_URL", default="")
-CACHES = {
+CACHES: dict[str, dict[str, Any]] = {
     "default": env.cache_url_config(_cache_url)
     if _cache_url
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    # A Redis that does not answer must not hold the request (redis-py waits forever by default).
+    _cache_timeout = env.float("CACHE_TIMEOUT_SECONDS", default=0.5)
+    _cache_options = CACHES["default"].setdefault("OPTIONS", {})
+    _cache_options.setdefault("socket_connect_timeout", _cache_timeout)
+    _cache_options.setdefault("socket_timeout", _cache_timeout)
 
 # BYO SIP trunks: `manage.py sip_agent` processes own the SIP stack. Web workers reach them on
 # these loopback control addresses (one per agent process; each carries at most 4 calls) and
@@ -193,6 +212,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "burki.admission.InitiationAdmissionMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -226,8 +246,24 @@ WSGI_APPLICATION = "burki.wsgi.application"
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# PostgreSQL connections per web process, in a pool (psycopg_pool through Django) that its
+# threads share: a thread takes one for its queries and gives it back while it waits on a
+# provider (burki.db.connection_release), so a pool much smaller than the threads serves them.
+# 0: no pool, one persistent connection per thread (CONN_MAX_AGE).
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=0)
+if DATABASE_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them open
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(2, DATABASE_POOL_MAX_SIZE),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        # A request that cannot have a connection in this time fails rather than queue on.
+        "timeout": env.float("DATABASE_POOL_TIMEOUT_SECONDS", default=10.0),
+        "max_idle": 300,
+        "name": "burki",
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

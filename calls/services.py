@@ -23,6 +23,7 @@ from billing.services import (
     balance_settle,
     cost_cents,
 )
+from burki.db import connection_release
 from burki.models import Organization
 from calls import tasks
 from calls.errors import (
@@ -207,6 +208,7 @@ def call_initiate(
         context=call_context(call),
     )
     account = provider_credentials(phone_number.provider_account)
+    connection_release()  # to the pool, while the provider answers
     try:
         call_sid = provider.place_call(outbound, account)
     except ProviderError as exc:

@@ -8,6 +8,7 @@ from functools import cache
 
 import requests
 from django.conf import settings
+from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import (
@@ -58,7 +59,14 @@ STATES = {
 @cache
 def _http_client() -> TwilioHttpClient:
     # One pooled HTTP client per process: a new TLS connection per call costs more than the call.
-    return TwilioHttpClient(timeout=settings.PROVIDER_TIMEOUT_SECONDS, pool_connections=True)
+    client = TwilioHttpClient(timeout=settings.PROVIDER_TIMEOUT_SECONDS, pool_connections=True)
+    # As many kept connections as the process has threads placing calls at once (the SDK keeps
+    # CPUs + 4): past that, every call would open and throw away a TLS connection of its own.
+    adapter = HTTPAdapter(pool_maxsize=settings.PROVIDER_HTTP_POOL_SIZE)
+    assert client.session is not None
+    client.session.mount("https://", adapter)
+    client.session.mount("http://", adapter)
+    return client
 
 
 class TwilioProvider(Provider):
