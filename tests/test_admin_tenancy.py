@@ -22,6 +22,8 @@ from tests.factories import (
     PhoneNumberFactory,
     SipTrunkFactory,
 )
+from webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from webhooks.services import webhook_endpoint_create
 
 PASSWORD = "a-long-test-password-1"
 
@@ -55,7 +57,22 @@ def populate(tenant: Tenant, name: str) -> dict[type, object]:
         variables={"secret_plan": f"{name} plan"},
     )
     event = CallEvent.objects.create(call=call, status="initiated", source="telnyx")
+    endpoint, _ = webhook_endpoint_create(
+        organization_id=organization.pk, url=f"https://hooks.example.com/{name}", events=[]
+    )
+    outbox = WebhookEvent.objects.create(
+        organization=organization, type="call.ended", subject_id=call.pk, sequence=1, data={}
+    )
+    delivery = WebhookDelivery.objects.create(
+        event=outbox,
+        endpoint=endpoint,
+        subject_id=call.pk,
+        sequence=1,
+        next_attempt_at=outbox.created_at,
+    )
     return {
+        WebhookEndpoint: endpoint,
+        WebhookDelivery: delivery,
         Organization: organization,
         ApiKey: ApiKey.objects.get(organization=organization),
         PhoneNumber: number,
