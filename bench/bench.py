@@ -749,6 +749,9 @@ def server_options(target: Target) -> list[str]:
     for flag, name in SERVER_FLAGS.items():
         if name in target.server:
             options += [flag, target.server[name]]
+    if target.server.get("worker_class") == "sync" and "threads" not in target.server:
+        # gunicorn quietly serves sync workers with the config's threads as gthread ones.
+        options += ["--threads", "1"]
     return options
 
 
