@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from burki.exceptions import not_found
@@ -8,6 +9,7 @@ from burki.views import health
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("admin", RedirectView.as_view(url="/admin/")),
     path("health", health, name="health"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

@@ -259,11 +259,32 @@ class TestErrorPages:
     def test_an_unknown_path_answers_json_in_debug_too(self, db, debug: bool) -> None:
         with override_settings(DEBUG=debug):
             client = Client(enforce_csrf_checks=True)
-            responses = [client.get(path) for path in ("/nope", "/calls/x/y/z", "/admin")]
+            responses = [client.get(path) for path in ("/nope", "/calls/x/y/z", "/adminx")]
             responses.append(client.post("/calls/null,null/hangup"))
 
         for response in responses:
             assert (response.status_code, response.json()) == (404, {"detail": "Not found."})
+
+    def test_an_api_crash_in_debug_is_json_and_logged(self, tenant, monkeypatch, caplog) -> None:
+        def crash(**_: object) -> None:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr("billing.apis.balance_for_organization", crash)
+        client = Client(raise_request_exception=False)
+
+        with override_settings(DEBUG=True):
+            response = client.get("/billing/balance", HTTP_AUTHORIZATION=f"Bearer {tenant.api_key}")
+
+        assert (response.status_code, response.json()) == (
+            500,
+            {"detail": "Internal server error."},
+        )
+        assert "RuntimeError: boom" in caplog.text
+
+    def test_the_admin_path_without_its_slash_leads_to_it(self, db) -> None:
+        response = Client().get("/admin")
+
+        assert (response.status_code, response["Location"]) == (302, "/admin/")
 
     @pytest.mark.parametrize("debug", [True, False])
     def test_the_admin_answers_its_own_404_page(self, operator, debug: bool) -> None:
