@@ -26,32 +26,14 @@ from webhooks.services import event_record, event_type_register
 STATUS_CHANGED = "call.status_changed"
 ENDED = "call.ended"
 
-# The columns the API shows of a call (calls.apis.CallOutputSerializer), by attribute name.
-SNAPSHOT_FIELDS = [
-    "id",
-    "call_sid",
-    "status",
-    "from_number",
-    "to_number",
-    "assistant_id",
-    "conversation_flow_id",
-    "provider",
-    "welcome_message",
-    "agenda",
-    "variables",
-    "metadata",
-    "time_limit_seconds",
-    "rate_cents_per_minute",
-    "duration_seconds",
-    "cost_cents",
-    "end_reason",
-    "settled_by",
-    "error",
-    "created_at",
-    "initiated_at",
-    "answered_at",
-    "ended_at",
-]
+
+@cache
+def snapshot_fields() -> list[str]:
+    """The columns the API shows of a call, by attribute name: what CallOutputSerializer reads,
+    so an event's data can never miss a field that `GET /calls/{call_id}` shows."""
+    from calls.apis import CallOutputSerializer  # the API module imports the services
+
+    return [str(field.source) for field in CallOutputSerializer().fields.values()]
 
 
 def call_event_record(*, call: Call, event_type: str) -> None:
@@ -79,7 +61,7 @@ def _snapshot_sql(vendor: str) -> tuple[str, list[Any]]:
     snapshot = (
         Call.objects.filter(pk=_CALL)
         .order_by()
-        .values(data=JSONObject(**{name: name for name in SNAPSHOT_FIELDS}))[:1]
+        .values(data=JSONObject(**{name: name for name in snapshot_fields()}))[:1]
     )
     sql, params = snapshot.query.sql_with_params()
     prepared = Call._meta.pk.get_db_prep_value(_CALL, connection)  # type: ignore[union-attr]
@@ -90,7 +72,7 @@ def call_from_snapshot(data: dict[str, Any]) -> Call:
     """The call as its event's snapshot has it (never saved). The database wrote the snapshot
     in its own JSON: on SQLite, times are naive UTC text and JSON columns are text."""
     values: dict[str, Any] = {}
-    for name in SNAPSHOT_FIELDS:
+    for name in snapshot_fields():
         field = Call._meta.get_field(name.removesuffix("_id") if name.endswith("_id") else name)
         value = data.get(name)
         if name == "id":

@@ -254,28 +254,21 @@ def _claim_next(delivery: WebhookDelivery, now: datetime) -> int | None:
     following = (
         WebhookDelivery.objects.filter(
             _lease_free(now),
+            _first_in_line(),
             endpoint_id=delivery.endpoint_id,
             subject_id=delivery.subject_id,
             state=WebhookDelivery.State.PENDING,
             next_attempt_at__lte=now,
         )
-        .order_by("sequence")
-        .values_list("pk", "sequence")
+        .values_list("pk", flat=True)
         .first()
     )
     if following is None:
         return None
-    pk, sequence = following
-    earlier_pending = WebhookDelivery.objects.filter(
-        endpoint_id=delivery.endpoint_id,
-        subject_id=delivery.subject_id,
-        sequence__lt=sequence,
-        state=WebhookDelivery.State.PENDING,
-    ).exists()
-    if earlier_pending:
-        return None
-    claimed = WebhookDelivery.objects.filter(_lease_free(now), pk=pk).update(leased_until=lease)
-    return pk if claimed else None
+    claimed = WebhookDelivery.objects.filter(_lease_free(now), pk=following).update(
+        leased_until=lease
+    )
+    return following if claimed else None
 
 
 def delivery_send(*, delivery_id: int) -> None:
