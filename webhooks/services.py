@@ -174,6 +174,17 @@ def event_render(event: WebhookEvent) -> bytes:
     return json.dumps(envelope, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
 
 
+def _delivery(event: WebhookEvent, endpoint: WebhookEndpoint, now: datetime) -> WebhookDelivery:
+    """The event for the endpoint, due now (with the event's place among its subject's)."""
+    return WebhookDelivery(
+        event=event,
+        endpoint=endpoint,
+        subject_id=event.subject_id,
+        sequence=event.sequence,
+        next_attempt_at=now,
+    )
+
+
 def events_dispatch(*, now: datetime | None = None, limit: int = 500) -> int:
     """Fan new events out to the endpoints subscribed to them when they happened."""
     now = now or timezone.now()
@@ -192,13 +203,7 @@ def events_dispatch(*, now: datetime | None = None, limit: int = 500) -> int:
             endpoints.setdefault(endpoint.organization_id, []).append(endpoint)
         WebhookDelivery.objects.bulk_create(
             [
-                WebhookDelivery(
-                    event=event,
-                    endpoint=endpoint,
-                    subject_id=event.subject_id,
-                    sequence=event.sequence,
-                    next_attempt_at=now,
-                )
+                _delivery(event, endpoint, now)
                 for event in events
                 for endpoint in endpoints.get(event.organization_id, [])
                 if endpoint.wants(event.type) and endpoint.created_at <= event.created_at
@@ -396,17 +401,7 @@ def event_redeliver(*, event: WebhookEvent, endpoint: WebhookEndpoint | None = N
     endpoints = [e for e in enabled if e.wants(event.type)]
     with transaction.atomic():
         WebhookDelivery.objects.bulk_create(
-            [
-                WebhookDelivery(
-                    event=event,
-                    endpoint=endpoint,
-                    subject_id=event.subject_id,
-                    sequence=event.sequence,
-                    next_attempt_at=now,
-                )
-                for endpoint in endpoints
-            ],
-            ignore_conflicts=True,
+            [_delivery(event, endpoint, now) for endpoint in endpoints], ignore_conflicts=True
         )
         again = WebhookDelivery.objects.filter(event=event, endpoint__in=endpoints).update(
             state=WebhookDelivery.State.PENDING,
