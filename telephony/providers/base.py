@@ -166,6 +166,8 @@ class Provider:
     # Whoever carries its calls says every few seconds which are still up (`Call.last_heard_at`;
     # the SIP agents): a call that goes quiet has lost its carrier, and ended when last heard.
     reports_liveness: ClassVar[bool] = False
+    # It can move a call in progress on to another number and leave it (`transfer`).
+    can_transfer: ClassVar[bool] = False
 
     def __init__(self, *, name: str, label: str) -> None:
         self.name = name
@@ -194,6 +196,12 @@ class Provider:
         Returns None when the provider reports the end itself (its final event then settles
         the call as usual), or the final event when nobody else will (the sandbox). Raises
         ProviderError."""
+        raise NotImplementedError
+
+    def transfer(self, query: CallRecordQuery, account: Account, *, to_number: str) -> None:
+        """For a provider that `can_transfer`: connect the callee of the call in progress to
+        `to_number` (E.164) in a cold transfer. The call stays one call, with the same provider
+        id, until the provider reports its end. Raises ProviderError."""
         raise NotImplementedError
 
     def call_script(
