@@ -68,6 +68,11 @@ def call_for_webhook(*, call_id: UUID) -> Call | None:
         return None
 
 
+def call_sid_taken(*, provider: str, call_sid: str) -> bool:
+    """Whether one of our calls already has this id of the provider's."""
+    return Call.objects.filter(provider=provider, call_sid=call_sid).exists()
+
+
 def calls_in_progress(*, organization_id: int, up_to: int) -> int:
     """How many of the organization's calls are not final and could still be live, counting no
     further than `up_to` (the cap's question is only "is there room?", so the cost is bounded by

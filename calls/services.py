@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -342,6 +343,7 @@ def call_apply_event(
         "updated_at": now,
         "initiated_at": Coalesce(F("initiated_at"), Value(now)),
     }
+    adopting = bool(event.provider_call_id) and not call.call_sid
     if event.provider_call_id:
         updates["call_sid"] = Coalesce(
             NullIf(F("call_sid"), Value("")), Value(event.provider_call_id)
@@ -370,9 +372,18 @@ def call_apply_event(
             updates.update(duration_seconds=duration, cost_cents=charge, settled_by=settled_by)
 
     with transaction.atomic():
-        claimed = Call.objects.filter(pk=call.pk, status__in=states_before(target)).update(
-            **updates
-        )
+        try:
+            # Adopting the provider's id may meet the one another of our calls has (a made-up
+            # event, checked for by the webhook, but not under a lock): a savepoint then.
+            with transaction.atomic() if adopting else nullcontext():
+                claimed = Call.objects.filter(pk=call.pk, status__in=states_before(target)).update(
+                    **updates
+                )
+        except IntegrityError:
+            logger.warning(
+                "call %s: provider id %s is another call's", call.pk, event.provider_call_id
+            )
+            return False
         if not claimed:
             if target == CallState.IN_PROGRESS:
                 return _call_settle_on_late_answer(

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from calls.models import Call, Settlement
-from calls.selectors import call_for_webhook
+from calls.selectors import call_for_webhook, call_sid_taken
 from calls.services import call_apply_event, call_context
 from telephony.models import provider_credentials
 from telephony.providers import get_provider
@@ -103,6 +103,15 @@ class CallStatusWebhookApi(WebhookApi):
             # Another leg of the same call (a connected websocket, a transfer): not its lifecycle.
             logger.info("%s event for another leg of call %s ignored", provider.name, call.pk)
             return Response({"detail": "Ignored: an event for another leg of the call."})
+        if (
+            event.provider_call_id
+            and not call.call_sid
+            and call_sid_taken(provider=call.provider, call_sid=event.provider_call_id)
+        ):
+            # A call we never learned the id of is adopted by its first event, but not with the
+            # id of another of ours: a real provider never reuses one, so this one is made up.
+            logger.warning("%s event naming another call's id for call %s", provider.name, call.pk)
+            return Response({"detail": "Ignored: that provider call is another call's."})
         # Signed with a secret the organization holds: the bill comes from the provider's own
         # record, not from what the webhook says.
         applied = call_apply_event(

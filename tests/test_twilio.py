@@ -320,6 +320,69 @@ def test_a_call_twilio_placed_after_our_time_out_is_followed_and_billed(
     assert_money_consistent(tenant.organization)
 
 
+@responses.activate
+def test_a_webhook_naming_another_calls_provider_id_is_ignored_not_a_500(
+    tenant: Tenant, number
+) -> None:
+    """A call we never learned the provider's id of is adopted by its first status webhook. One
+    that names the id another of our calls already has (signed with the account's own token, so
+    the organization can make one) was answered with a 500 from the unique constraint; it is
+    ignored now, and neither call changes."""
+    import requests
+
+    responses.post(CALLS_URL, json=twilio_created(), status=201)
+    assert initiate(tenant).status_code == 200
+    placed = Call.objects.get()
+    responses.replace(
+        responses.POST, CALLS_URL, body=requests.exceptions.ReadTimeout("read timed out")
+    )
+    assert initiate(tenant).status_code == 504
+    lost = Call.objects.exclude(pk=placed.pk).get()
+    path = f"/webhooks/calls/{lost.pk}"
+
+    ringing = signed_post(
+        tenant.client, f"{path}/status", {"CallSid": CALL_SID, "CallStatus": "ringing"}
+    )
+
+    assert ringing.status_code == 200
+    assert ringing.json() == {"detail": "Ignored: that provider call is another call's."}
+    lost.refresh_from_db()
+    placed.refresh_from_db()
+    assert (lost.status, lost.call_sid) == ("unknown", "")
+    assert (placed.status, placed.call_sid) == ("initiated", CALL_SID)
+    assert (
+        not CallEvent.objects.filter(call=lost).exclude(status__in=["queued", "unknown"]).exists()
+    )
+    assert_money_consistent(tenant.organization)
+
+
+@responses.activate
+def test_an_event_racing_past_that_check_changes_nothing_either(tenant: Tenant, number) -> None:
+    """The webhook's check is not under a lock: an event that gets past it still meets the
+    unique constraint, in a savepoint of its own, and is not applied."""
+    import requests
+
+    from calls.services import call_apply_event
+    from telephony.providers.base import StatusEvent
+
+    responses.post(CALLS_URL, json=twilio_created(), status=201)
+    assert initiate(tenant).status_code == 200
+    responses.replace(
+        responses.POST, CALLS_URL, body=requests.exceptions.ReadTimeout("read timed out")
+    )
+    assert initiate(tenant).status_code == 504
+    lost = Call.objects.get(call_sid="")
+    events_before = CallEvent.objects.count()
+
+    event = StatusEvent(state="ringing", provider_call_id=CALL_SID)
+    assert call_apply_event(call=lost, event=event, source="twilio") is False
+
+    lost.refresh_from_db()
+    assert (lost.status, lost.call_sid) == ("unknown", "")
+    assert CallEvent.objects.count() == events_before
+    assert_money_consistent(tenant.organization)
+
+
 class TestHangingUp:
     @responses.activate
     def test_a_call_twilio_has_not_confirmed_cannot_be_named_to_it_yet(
