@@ -94,7 +94,9 @@ class TwilioHandler(BaseHTTPRequestHandler):
             server.waiting += 1
             server.most_waiting = max(server.most_waiting, server.waiting)
             server.lock.notify_all()
-            server.lock.wait_for(lambda: server.waiting >= server.hold_until, timeout=10)
+            # Once that many have waited together, all of them go (not only the last to come:
+            # the first to leave would leave the others one short, waiting out the 10 s).
+            server.lock.wait_for(lambda: server.most_waiting >= server.hold_until, timeout=10)
             server.waiting -= 1
         body = json.dumps({"sid": "CA" + secrets.token_hex(16), "status": "queued"}).encode()
         self.send_response(201)
@@ -613,3 +615,27 @@ def test_calls_waiting_on_the_provider_hold_no_database_connection(
             ([answer[2]["call_id"] for answer in answers],),
         ).fetchall()
     assert statuses == [("initiated",)] * THREADS
+
+
+def test_each_worker_freezes_what_lives_as_long_as_it_does() -> None:
+    """A full collection walks every object not frozen, stopping every thread of the worker:
+    the configuration's hooks freeze the loaded application at start and once more after the
+    first requests (what loads on first use)."""
+    import gc
+    import runpy
+
+    config = runpy.run_path("deploy/gunicorn.conf.py")
+    assert config["GC_FREEZE"] is True
+    try:
+        config["post_worker_init"](None)
+        at_start = gc.get_freeze_count()
+        loaded_on_first_use = [[n] for n in range(20_000)]  # a provider's SDK, say
+
+        for _ in range(config["WARM_REQUESTS"]):
+            config["post_request"](None, None, {}, None)
+        after_warming = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+
+    assert at_start > 10_000  # Django, the project's views, their modules
+    assert after_warming >= at_start + len(loaded_on_first_use)
