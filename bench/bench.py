@@ -37,6 +37,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -568,6 +569,23 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def collection_pauses(target: Target) -> str:
+    """How often the workers stopped for a full collection, and for how long."""
+    try:
+        lines = Path(target.env["GUNICORN_GC_PAUSE_LOG"]).read_text().split()
+    except FileNotFoundError:
+        return "none"
+    pauses = sorted(float(line) for line in lines)
+    if not pauses:
+        return "none"
+    p50 = pauses[len(pauses) // 2]
+    p90 = pauses[min(len(pauses) - 1, len(pauses) * 9 // 10)]
+    return (
+        f"{len(pauses)} in all workers, pause p50 {p50:.1f} ms, p90 {p90:.1f} ms, "
+        f"max {pauses[-1]:.1f} ms"
+    )
+
+
 def ratio(a: float, b: float) -> float:
     return a / b if b else 0.0
 
@@ -638,6 +656,7 @@ def print_report(
                     for name in SCENARIOS[1:]
                 )
             )
+        log(f"{label} full garbage collections: {collection_pauses(target)}")
         log(
             f"{label} peak RSS per worker (MiB): "
             + ", ".join(f"pid {pid} {mib:.1f}" for pid, mib in sorted(rss[label].items()))
@@ -776,7 +795,7 @@ def describe_server(target: Target) -> str:
         f"{name}={value}"
         for name, value in target.env.items()
         if name.startswith(("GUNICORN_", "DATABASE_POOL_", "WEB_INITIATIONS_"))
-        and name != "DATABASE_POOL_MAX_SIZE"
+        and name not in ("DATABASE_POOL_MAX_SIZE", "GUNICORN_GC_PAUSE_LOG")
     )
     return (
         f"{target.server['app']} on gunicorn, {shape} (deploy/gunicorn.conf.py), "
@@ -889,6 +908,7 @@ def main() -> None:
     if args.compare_server:
         sources.append(("compare", ROOT, args.database_url + "_compare", args.compare_server))
     targets = []
+    gc_logs = Path(tempfile.mkdtemp(prefix="bench-gc-"))
     for label, source, database_url, spec in sources:
         port = free_port(taken)
         server, settings = server_settings(args, spec)
@@ -898,6 +918,8 @@ def main() -> None:
             "DATABASE_URL": database_url,
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
             "PYTHONPATH": str(source),
+            # Each worker appends its full collections' pauses here (deploy/gunicorn.conf.py).
+            "GUNICORN_GC_PAUSE_LOG": str(gc_logs / f"{label}.log"),
         }
         targets.append(Target(label, source, database_url, port, env, server))
 
