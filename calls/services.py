@@ -991,11 +991,11 @@ def call_hang_up(*, call: Call) -> Call:
     provider = get_provider(call.provider)
     if not provider.can_hang_up or not call.call_sid or call.initiated_at is None:
         raise CallNotConfirmed()
+    account = provider_credentials(call.provider_account)
+    connection_release()  # to the pool, while the provider answers
     try:
         ended = provider.hang_up(
-            _call_record_query(call),
-            provider_credentials(call.provider_account),
-            answered=call.answered_at is not None,
+            _call_record_query(call), account, answered=call.answered_at is not None
         )
     except ProviderError as exc:
         raise HangUpFailed(str(exc)) from exc

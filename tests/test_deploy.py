@@ -617,6 +617,35 @@ def test_calls_waiting_on_the_provider_hold_no_database_connection(
     assert statuses == [("initiated",)] * THREADS
 
 
+def test_hang_ups_waiting_on_the_provider_hold_no_database_connection_either(
+    deployment: Deployment,
+) -> None:
+    """A hang-up waits on the provider as an initiation does: it gives its pooled connection
+    back meanwhile, so as many at once as a process has threads all reach Twilio together."""
+    body = initiate_body(from_phone_number=TWILIO_NUMBER)
+    placed = [
+        deployment.request("POST", "/calls/initiate", body, key=deployment.burst_api_key)
+        for _ in range(THREADS)
+    ]
+    assert [status for status, _, _ in placed] == [200] * THREADS
+    deployment.twilio.most_waiting = 0
+    deployment.twilio.hold_until = THREADS
+    barrier = threading.Barrier(THREADS)
+
+    def hang_up(call_id: str) -> tuple[int, dict[str, str], Any]:
+        barrier.wait()
+        return deployment.request("POST", f"/calls/{call_id}/hangup", key=deployment.burst_api_key)
+
+    try:
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
+            answers = list(pool.map(hang_up, [answer["call_id"] for _, _, answer in placed]))
+    finally:
+        deployment.twilio.hold_until = 0
+
+    assert [status for status, _, _ in answers] == [200] * THREADS
+    assert deployment.twilio.most_waiting == THREADS
+
+
 def test_each_worker_freezes_what_lives_as_long_as_it_does() -> None:
     """A full collection walks every object not frozen, stopping every thread of the worker:
     the configuration's hooks freeze the loaded application at start and once more after the
