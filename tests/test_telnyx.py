@@ -215,3 +215,54 @@ class TestTalkTimeWhateverTheOrder:
         )
         assert_money_consistent(tenant.organization)
         assert calls_sweep().estimated == 0  # settled once
+
+
+def test_a_process_keeps_as_many_connections_to_telnyx_as_its_threads_place_calls(
+    settings,
+) -> None:
+    """32 requests at once, then 32 more, through the process's one client (a local server
+    holds each round until all have arrived): the second round reuses the first's 32
+    connections. With the SDK's own pool (20 kept) it opened 12 new ones."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from telephony.providers import telnyx as adapter
+
+    threads = settings.PROVIDER_HTTP_POOL_SIZE
+    peers: set[tuple[str, int]] = set()
+    arrived = threading.Barrier(threads, timeout=10)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            peers.add(self.client_address)
+            arrived.wait()
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    adapter._http_client.cache_clear()
+    client = adapter._http_client()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v2/calls"
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for _ in range(2):
+                answers = list(pool.map(lambda _: client.get(url).status_code, range(threads)))
+                assert answers == [200] * threads
+                arrived.reset()
+    finally:
+        server.shutdown()
+        server.server_close()
+        client.close()
+        adapter._http_client.cache_clear()
+
+    assert len(peers) == threads

@@ -85,8 +85,12 @@ class _BoundedTelnyx(telnyx.Telnyx):
 @cache
 def _http_client() -> httpx.Client:
     # One pooled HTTP client per process, shared by every account's SDK client (the API key
-    # travels per request): a new TLS connection per call costs more than the call.
-    return telnyx.DefaultHttpxClient()
+    # travels per request): a new TLS connection per call costs more than the call. As many kept
+    # connections as the process has threads placing calls at once (the SDK keeps 20).
+    size = settings.PROVIDER_HTTP_POOL_SIZE
+    return telnyx.DefaultHttpxClient(
+        limits=httpx.Limits(max_connections=max(size, 100), max_keepalive_connections=size)
+    )
 
 
 def stream_url(media_stream_url: str, context: CallContext) -> str:
