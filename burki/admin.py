@@ -8,6 +8,7 @@ from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group, User
 from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -25,7 +26,7 @@ from burki.admin_tenancy import (
     organization_ids,
 )
 from burki.models import ApiKey, Membership, Organization
-from burki.services import api_key_create, api_key_revoke
+from burki.services import api_key_create, api_key_revoke, membership_would_leave_no_owner
 
 OWNERS_ONLY: Rights = {Role.OWNER: FULL}
 
@@ -198,6 +199,23 @@ class MembershipAddForm(forms.ModelForm):
         return membership
 
 
+LAST_OWNER = "An organization keeps at least one owner: make another member owner first."
+
+
+class MembershipChangeForm(forms.ModelForm):
+    class Meta:
+        model = Membership
+        fields = ["role"]
+
+    def clean_role(self) -> str:
+        # The admin's change view runs in a transaction: the organization stays locked to its
+        # commit, so two owners demoting each other at once cannot both succeed.
+        role: str = self.cleaned_data["role"]
+        if membership_would_leave_no_owner(membership=self.instance, role=role):
+            raise forms.ValidationError(LAST_OWNER)
+        return role
+
+
 @admin.register(Membership)
 class MembershipAdmin(OrganizationScopedAdmin):
     rights = OWNERS_ONLY
@@ -218,7 +236,23 @@ class MembershipAdmin(OrganizationScopedAdmin):
                     super().__init__(*args, operator=operator, **kwargs)
 
             return AddForm
-        return super().get_form(request, obj, change, **kw)
+        return super().get_form(request, obj, change, form=MembershipChangeForm, **kw)
+
+    def get_actions(self, request: HttpRequest) -> Any:
+        # One at a time, on its delete page, where the last owner is refused.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_delete_permission(self, request: HttpRequest, obj: Membership | None = None) -> bool:
+        if obj is not None and membership_would_leave_no_owner(membership=obj, lock=False):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
+        if membership_would_leave_no_owner(membership=obj):
+            raise PermissionDenied(LAST_OWNER)
+        super().delete_model(request, obj)
 
     def get_fields(self, request: HttpRequest, obj: Membership | None = None) -> Any:
         if obj is None:

@@ -371,3 +371,33 @@ def test_a_staff_user_of_no_organization_sees_nothing(db) -> None:
     assert index.status_code == 200
     assert index.context["app_list"] == []
     assert client.get(changelist(PhoneNumber)).status_code == 403
+
+
+def test_an_organization_keeps_at_least_one_owner(world: World) -> None:
+    """An owner could demote or delete the organization's last owner (itself included), leaving
+    nobody who can manage its keys and members but an operator."""
+    acme = world.acme.organization
+    (last,) = Membership.objects.filter(organization=acme, role="owner")
+    page = change_page(last)
+
+    demoted = world.owner.post(page, {"role": "member"})
+    deleted = world.owner.post(page.replace("/change/", "/delete/"), {"post": "yes"})
+    bulk = world.owner.post(
+        changelist(Membership),
+        {"action": "delete_selected", "_selected_action": [last.pk], "post": "yes"},
+    )
+
+    assert demoted.status_code == 200
+    assert demoted.context["adminform"].form.errors == {
+        "role": ["An organization keeps at least one owner: make another member owner first."]
+    }
+    assert deleted.status_code == 403
+    assert bulk.status_code in (200, 302)
+    last.refresh_from_db()
+    assert last.role == "owner"
+
+    member = Membership.objects.get(organization=acme, role="member")
+    assert world.owner.post(change_page(member), {"role": "owner"}).status_code == 302
+    assert world.owner.post(page, {"role": "member"}).status_code == 302
+    roles = dict(Membership.objects.filter(organization=acme).values_list("pk", "role"))
+    assert roles == {last.pk: "member", member.pk: "owner"}
