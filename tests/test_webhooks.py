@@ -570,3 +570,32 @@ def test_bad_metadata_is_a_400_naming_it_and_places_nothing(
     assert response.json()["errors"] == {"metadata": [error]}
     assert not Call.objects.exists()
     assert not WebhookEvent.objects.exists()
+
+
+def test_an_event_that_cannot_be_rendered_is_tried_as_often_as_any_then_failed(
+    tenant: Tenant, twilio_number, private_targets, monkeypatch
+) -> None:
+    """A renderer that raises (a bug, a row it cannot read) made delivery_send raise before any
+    attempt was counted: the lease ran out and the delivery was sent again at every one,
+    forever. It is now an attempt like a receiver's 500, with what went wrong, and fails once
+    the schedule is spent; the other events of the call are not held behind it for ever."""
+    from webhooks import services
+
+    def broken(event: WebhookEvent) -> dict[str, Any]:
+        raise KeyError("a column the renderer expected")
+
+    monkeypatch.setitem(services._renderers, "call.ended", broken)
+    with receiver() as hooks:
+        create_endpoint(tenant, hooks.url)
+        twilio_call_through_to_the_end(tenant)
+        now = timezone.now()
+        for minutes in (0, 1, 10, 60):
+            drain(at=now + timedelta(minutes=minutes))
+
+    ended = WebhookDelivery.objects.get(event__type="call.ended")
+    assert (ended.state, ended.attempts) == ("failed", 3)
+    errors = list(WebhookAttempt.objects.filter(delivery=ended).values_list("status_code", "error"))
+    assert errors == [(None, "The event could not be rendered: KeyError.")] * 3
+    assert [r.json["type"] for r in hooks.requests] == ["call.status_changed"] * 5
+    endpoint = WebhookEndpoint.objects.get()
+    assert (endpoint.enabled, endpoint.failing_since) == (True, None)  # our failure, not its

@@ -306,7 +306,16 @@ def _delivery_send_one(*, delivery_id: int) -> WebhookDelivery | None:
     if not endpoint.enabled:
         WebhookDelivery.objects.filter(pk=delivery.pk).update(leased_until=None)
         return None
-    body = event_render(delivery.event).decode()
+    try:
+        body = event_render(delivery.event).decode()
+    except Exception as exc:
+        # Our failure, not the receiver's: counted against the delivery's schedule (so it ends),
+        # never against the endpoint's health.
+        logger.exception("webhook event %s could not be rendered", delivery.event_id)
+        error = f"The event could not be rendered: {type(exc).__name__}."
+        failed = http.Answer(status_code=None, body=b"", latency_ms=0, error=error)
+        _delivery_record(delivery=delivery, started=timezone.now(), answer=failed, ours=True)
+        return delivery
     started = timezone.now()
     msg_id = str(delivery.event_id)
     headers = {
@@ -331,7 +340,9 @@ def _retry_delay(attempts: int) -> float | None:
     return float(schedule[attempts - 1]) * random.uniform(0.9, 1.1)  # noqa: S311 - not a secret
 
 
-def _delivery_record(*, delivery: WebhookDelivery, started: datetime, answer: http.Answer) -> None:
+def _delivery_record(
+    *, delivery: WebhookDelivery, started: datetime, answer: http.Answer, ours: bool = False
+) -> None:
     now = timezone.now()
     succeeded = answer.status_code is not None and 200 <= answer.status_code < 300
     attempts = delivery.attempts + 1
@@ -356,7 +367,8 @@ def _delivery_record(*, delivery: WebhookDelivery, started: datetime, answer: ht
             error=answer.error,
         )
         WebhookDelivery.objects.filter(pk=delivery.pk).update(**updates)
-        _endpoint_after_attempt(endpoint=delivery.endpoint, answer=answer, now=now)
+        if not ours:
+            _endpoint_after_attempt(endpoint=delivery.endpoint, answer=answer, now=now)
     for name, value in updates.items():
         setattr(delivery, name, value)
 
