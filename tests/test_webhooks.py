@@ -599,3 +599,39 @@ def test_an_event_that_cannot_be_rendered_is_tried_as_often_as_any_then_failed(
     assert [r.json["type"] for r in hooks.requests] == ["call.status_changed"] * 5
     endpoint = WebhookEndpoint.objects.get()
     assert (endpoint.enabled, endpoint.failing_since) == (True, None)  # our failure, not its
+
+
+# Sending one delivery, counted as tests/test_query_budget.py counts (SAVEPOINT/RELEASE here,
+# BEGIN/COMMIT on the worker):
+#   1. SELECT the delivery JOIN its event and endpoint (primary key)
+#   2. SELECT the subject's previous event's data, for call.status_changed's previous_status
+#      (index on subject and sequence); not for call.ended
+#   3. SAVEPOINT
+#   4. INSERT the attempt
+#   5. UPDATE the delivery: attempts, state, lease
+#   6. RELEASE SAVEPOINT
+# then, while the endpoint takes them, the subject's next delivery:
+#   7. SELECT the next one's id, first in line and not leased
+#   8. UPDATE its lease (not when there is none)
+DELIVERY = 8
+DELIVERY_OF_CALL_ENDED = DELIVERY - 1
+
+
+def test_a_calls_deliveries_cost_eight_queries_each_sent_in_one_go(
+    tenant: Tenant, twilio_number, private_targets
+) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    with receiver() as hooks:
+        create_endpoint(tenant, hooks.url)
+        twilio_call_through_to_the_end(tenant)
+        events_dispatch()
+        (first,) = deliveries_claim_due()
+        with CaptureQueriesContext(connection) as queries:
+            delivery_send(delivery_id=first)
+
+    types = [r.json["type"] for r in hooks.requests]
+    assert types == ["call.status_changed"] * 5 + ["call.ended"]
+    # The last one finds no next delivery: its SELECT, and no lease to take.
+    assert len(queries) == 5 * DELIVERY + DELIVERY_OF_CALL_ENDED - 1
+    assert set(WebhookDelivery.objects.values_list("state", flat=True)) == {"delivered"}
