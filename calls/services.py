@@ -1112,9 +1112,9 @@ def call_apply_detection(*, call: Call, event: DetectionEvent, source: str) -> s
     answered_by = call.answered_by or event.answered_by or None
     action = _machine_action(call, answered_by, event)
     if action.end_reason and call.end_reason:
-        if not new_verdict:
-            return "Ignored: already applied."
         action = _MachineAction("", note="already acted on")
+    if not (new_verdict or action.end_reason or action.name == "end_after_message"):
+        return "Ignored: already applied."  # a repeated verdict, or one that changes nothing
     updates: dict[str, object] = {"updated_at": timezone.now()}
     claim = Call.objects.filter(pk=call.pk)
     if new_verdict:

@@ -61,6 +61,14 @@ KEY_USE = 1
 #   5. INSERT the outbox's call.status_changed (one statement, see INITIATE)
 #   6. RELEASE SAVEPOINT / COMMIT
 STATUS = 6
+# A machine-detection verdict (answered_by) that asks nothing of the provider:
+#   1. SELECT the call LEFT JOIN its provider account, by id (primary key)
+#   2. SAVEPOINT / BEGIN
+#   3. UPDATE the call's answered_by, claimed: WHERE id = ... AND answered_by IS NULL
+#   4. INSERT the call event
+#   5. INSERT the outbox's call.answered_by
+#   6. RELEASE SAVEPOINT / COMMIT
+VERDICT = 6
 # A final status (completed, busy, ...): the same, and settling the money before the commit:
 #   +1 SELECT the balance FOR UPDATE (by organization, unique)
 #   +1 UPDATE the balance (once, however many ledger rows)
