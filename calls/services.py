@@ -1130,6 +1130,8 @@ def call_apply_detection(*, call: Call, event: DetectionEvent, source: str) -> s
             detail = {**event.raw, "action": action.note}
             if new_verdict:
                 detail["answered_by"] = event.answered_by
+            if action.name == "leave_message":
+                detail["message"] = call.voicemail["message"]
             CallEvent.objects.create(
                 call_id=call.pk,
                 status=call.status,
