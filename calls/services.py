@@ -67,8 +67,8 @@ from telephony.states import FINAL_STATES, AnsweredBy, CallState, OnMachine, sta
 logger = logging.getLogger(__name__)
 
 
-# What a rendered voicemail message may hold: the shortest any provider's text-to-speech takes
-# (Vonage's talk action, 1500) leaves room; the request's own text is limited to 1000.
+# The longest voicemail message, variables filled in, that every provider's text-to-speech
+# takes (Vonage's talk action: 1500 characters); the request's own text is at most 1000.
 MAX_RENDERED_VOICEMAIL_MESSAGE = 1500
 
 
@@ -80,6 +80,12 @@ class Voicemail:
 
     on_machine: str  # a telephony.states.OnMachine value
     message: str = ""  # for OnMachine.LEAVE_MESSAGE
+
+    def __post_init__(self) -> None:
+        if self.on_machine not in OnMachine.values:
+            raise ValueError(f"on_machine must be one of {', '.join(OnMachine.values)}")
+        if (self.on_machine == OnMachine.LEAVE_MESSAGE) != bool(self.message):
+            raise ValueError("a message is left with on_machine leave_message, and only then")
 
     @classmethod
     def from_request(cls, data: Mapping[str, Any] | None) -> Voicemail | None:

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from billing.models import Balance, LedgerEntry
 from calls.models import Call, CallEvent
-from calls.services import call_play_simulated
+from calls.services import Voicemail, call_play_simulated
 from tests.conftest import Tenant, assert_money_consistent
 from tests.factories import PhoneNumberFactory
 from tests.test_provider_conformance import TwilioDriver
@@ -341,3 +341,15 @@ def test_a_transfer_the_provider_refuses_is_a_502_and_the_call_goes_on(
     call.refresh_from_db()
     assert (call.status, call.transferred_to, call.transferred_at) == ("in-progress", "", None)
     assert "call.transferred" not in told(call)
+
+
+def test_a_campaigns_voicemail_settings_are_checked_when_made() -> None:
+    assert Voicemail("leave_message", "Call us back.").message == "Call us back."
+    with pytest.raises(ValueError, match="on_machine must be one of"):
+        Voicemail("shout")
+    with pytest.raises(ValueError, match="a message is left"):
+        Voicemail("leave_message")
+    with pytest.raises(ValueError, match="a message is left"):
+        Voicemail("hangup", "Hello")
+    assert Voicemail.from_request({"detect": False, "on_machine": "hangup"}) is None
+    assert Voicemail.from_request(None) is None

@@ -152,6 +152,22 @@ class TestInitiate:
 
         assert_initiated(response, tenant, "SB")
 
+    def test_with_machine_detection_it_sends_the_same(
+        self, tenant: Tenant, sandbox_number, django_assert_num_queries
+    ) -> None:
+        key_used_just_now(tenant)
+        voicemail = {"on_machine": "leave_message", "message": "Hi {{name}}, call us back."}
+
+        with django_assert_num_queries(INITIATE):  # the settings ride in the call's INSERT
+            response = tenant.client.post(
+                "/calls/initiate",
+                body("+15551234567", variables={"name": "Jo"}, voicemail=voicemail),
+                format="json",
+            )
+
+        call = assert_initiated(response, tenant, "SB")
+        assert call.voicemail == {"on_machine": "leave_message", "message": "Hi Jo, call us back."}
+
     def test_with_an_assistant_override_it_sends_eight(
         self, tenant: Tenant, sandbox_number, django_assert_num_queries
     ) -> None:

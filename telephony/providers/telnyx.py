@@ -341,6 +341,8 @@ class TelnyxProvider(Provider):
             payload = data.get("payload") or {}
         except (ValueError, KeyError, TypeError):
             return None
+        if not isinstance(payload, dict):
+            return None
         result = str(payload.get("result") or "")
         raw = {"event_type": event_type, **({"result": result} if result else {})}
         call_control_id = str(payload.get("call_control_id") or "")
