@@ -119,6 +119,12 @@ class CallStatusWebhookApi(WebhookApi):
             settled_by=Settlement.WEBHOOK,
             defer_settlement=provider.account_can_forge_webhooks and provider.can_fetch_calls,
         )
+        if call.voicemail is not None and provider.can_detect_machines:
+            # A lifecycle event may carry the verdict too (Twilio's AnsweredBy can ride on a
+            # status callback): it is applied after the change of status it came with.
+            detection = provider.parse_detection(self.webhook)
+            if detection is not None:
+                call_apply_detection(call=call, event=detection, source=provider.name)
         return Response({"detail": "Applied." if applied else "Ignored: already applied."})
 
     def detection(self, call: Call, provider: Provider) -> Response:

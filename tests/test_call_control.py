@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.utils import timezone
@@ -353,3 +354,33 @@ def test_a_campaigns_voicemail_settings_are_checked_when_made() -> None:
         Voicemail("hangup", "Hello")
     assert Voicemail.from_request({"detect": False, "on_machine": "hangup"}) is None
     assert Voicemail.from_request(None) is None
+
+
+def test_a_verdict_riding_on_a_twilio_status_callback_is_applied_after_the_status(
+    client, tenant: Tenant
+) -> None:
+    twilio = TwilioDriver()
+    twilio.number(tenant)
+    with twilio.wire() as wire:
+        twilio.accept(wire)
+        call = place(tenant, PERSON, voicemail={"on_machine": "hangup"})
+    ringing = twilio.event(call, "ringing")
+    assert twilio.report(client, call, ringing)[0] == 200
+    answered = twilio.event(call, "in-progress")
+    assert answered.form is not None
+    form = {**answered.form, "AnsweredBy": "machine_start"}
+    both = type(answered)(
+        body=urlencode(form).encode(), content_type=answered.content_type, form=form
+    )
+
+    with twilio.wire() as wire:
+        twilio.accept_hang_up(wire, call)
+        response = twilio.report(client, call, both)
+        asked = twilio.commands(wire)
+
+    assert response == (200, {"detail": "Applied."})
+    assert asked == [("POST", f"{call.call_sid}.json", {"Status": ["completed"]})]
+    call.refresh_from_db()
+    assert (call.status, call.answered_by) == ("in-progress", "machine")
+    assert call.end_reason == "Answered by a machine: hung up on detection."
+    assert [status for status, _ in timeline(call)] == ["ringing", "in-progress", "in-progress"]
