@@ -384,3 +384,19 @@ def test_a_verdict_riding_on_a_twilio_status_callback_is_applied_after_the_statu
     assert (call.status, call.answered_by) == ("in-progress", "machine")
     assert call.end_reason == "Answered by a machine: hung up on detection."
     assert [status for status, _ in timeline(call)] == ["ringing", "in-progress", "in-progress"]
+
+
+def test_a_machine_hung_up_through_the_api_is_charged_no_longer_than_it_recorded(
+    tenant: Tenant, number
+) -> None:
+    call = place(tenant, MACHINE)
+    play(call, 0, 1)
+    # 50 s in: the machine stopped recording 40 s after it answered (its script's own end).
+    Call.objects.filter(pk=call.pk).update(initiated_at=timezone.now() - timedelta(seconds=50))
+
+    response = tenant.client.post(f"/calls/{call.pk}/hangup")
+
+    assert response.status_code == 200
+    call.refresh_from_db()
+    assert (call.status, call.duration_seconds, call.cost_cents) == ("completed", 40, 7)
+    assert_money_consistent(tenant.organization)

@@ -101,8 +101,7 @@ class SandboxProvider(Provider):
                 CallState.CANCELED, query.call_sid, 0, reason, occurred_at=timezone.now()
             )
         elapsed = (timezone.now() - query.placed_at).total_seconds() * settings.SANDBOX_TIME_SCALE
-        talk = self.talk_seconds(query.call_sid, query.time_limit_seconds)
-        talked = int(min(max(0.0, elapsed - ANSWER_AT), talk))
+        talked = int(min(max(0.0, elapsed - ANSWER_AT), self.scripted_talk(query)))
         ended_at = query.placed_at + timedelta(seconds=ANSWER_AT + talked)
         return StatusEvent(
             CallState.COMPLETED, query.call_sid, talked, reason, occurred_at=ended_at
@@ -115,7 +114,8 @@ class SandboxProvider(Provider):
         reported here, on the call's own clock, nobody else reporting it."""
         elapsed = (timezone.now() - query.placed_at).total_seconds() * settings.SANDBOX_TIME_SCALE
         speaking = max(1, round(len(message.split()) / WORDS_PER_SECOND))
-        talked = int(min(max(0.0, elapsed - ANSWER_AT) + speaking, query.time_limit_seconds))
+        # Never past the script's own end (a machine stops recording then).
+        talked = int(min(max(0.0, elapsed - ANSWER_AT) + speaking, self.scripted_talk(query)))
         ended_at = query.placed_at + timedelta(seconds=ANSWER_AT + talked)
         return StatusEvent(
             CallState.COMPLETED,
@@ -139,6 +139,13 @@ class SandboxProvider(Provider):
     def answer(self, context: CallContext, media_stream_url: str) -> WebhookAnswer:
         body = {"stream_url": media_stream_url, "parameters": context.as_parameters()}
         return WebhookAnswer(body=json.dumps(body), content_type="application/json")
+
+    @classmethod
+    def scripted_talk(cls, query: CallRecordQuery) -> int:
+        """How long the call's script has it talk after the answer."""
+        if query.to_number.endswith("0009"):
+            return min(MACHINE_RECORDS_SECONDS, query.time_limit_seconds)
+        return cls.talk_seconds(query.call_sid, query.time_limit_seconds)
 
     @staticmethod
     def talk_seconds(call_sid: str, time_limit_seconds: int) -> int:
