@@ -11,6 +11,7 @@ import pytest
 from django.utils import timezone
 
 from billing.models import Balance, LedgerEntry
+from calls.events import call_event_data
 from calls.models import Call, CallEvent
 from calls.services import Voicemail, call_play_simulated
 from tests.conftest import Tenant, assert_money_consistent
@@ -103,6 +104,11 @@ def test_a_machine_is_hung_up_on_and_charged_only_the_seconds_used(tenant: Tenan
         "completed",
         1,
     )
+    # What a customer's endpoint is sent: the call as the API shows it at the verdict.
+    verdict = WebhookEvent.objects.get(subject_id=call.pk, type="call.answered_by")
+    sent = call_event_data(verdict)
+    assert (sent["answered_by"], sent["status"], sent["sequence"]) == ("machine", "in-progress", 5)
+    assert sent["voicemail"] == {"on_machine": "hangup", "message": ""}
     balance = Balance.objects.get(organization=tenant.organization)
     assert (balance.balance_cents, balance.held_cents) == (10_000 - 1, 0)
     assert_money_consistent(tenant.organization)
