@@ -1,5 +1,7 @@
 """What our side of a Telnyx or Vonage call costs in CPU: placing it through the real SDK (its
-HTTP answered by a transport fake, so no network time is counted) and verifying a webhook.
+HTTP answered by a transport fake, so no network time is counted) and verifying a webhook; then
+call control on every provider that has it: reading a machine-detection verdict, and the
+requests that leave a voicemail message and transfer a call.
 
     PYTHONPATH=. .venv/bin/python bench/provider_overhead.py
 """
@@ -30,6 +32,7 @@ from telephony.providers import get_provider  # noqa: E402
 from telephony.providers.base import (  # noqa: E402
     Account,
     CallContext,
+    CallRecordQuery,
     OutboundCall,
     WebhookRequest,
 )
@@ -131,6 +134,87 @@ def main() -> None:
         lambda: vonage.verify_webhook(vonage_hook, vonage_account),
         rounds=2000,
     )
+
+    call_control(telnyx_account, vonage_account)
+
+
+def call_control(telnyx_account: Account, vonage_account: Account) -> None:
+    from django.utils import timezone
+
+    query = CallRecordQuery(
+        str(uuid.uuid4()), "CALL-ID", "+15559876543", 600, timezone.now(), "+15551234567"
+    )
+    twilio = get_provider("twilio")
+    twilio_account = Account({"account_sid": "AC" + "a" * 32}, {"auth_token": "t"})
+    telnyx, vonage = get_provider("telnyx"), get_provider("vonage")
+    verdicts = {
+        "twilio": WebhookRequest(
+            "", "POST", {}, b"", {"CallSid": "CA1", "AnsweredBy": "machine_end_beep"}
+        ),
+        "telnyx": WebhookRequest(
+            "",
+            "POST",
+            {},
+            json.dumps(
+                {
+                    "data": {
+                        "event_type": "call.machine.detection.ended",
+                        "payload": {"call_control_id": "v3:call", "result": "machine"},
+                    }
+                }
+            ).encode(),
+            {},
+        ),
+        "vonage": WebhookRequest(
+            "",
+            "POST",
+            {},
+            json.dumps({"call_uuid": "u", "status": "machine", "sub_state": "beep_start"}).encode(),
+            {},
+        ),
+    }
+    for name, request in verdicts.items():
+        provider = get_provider(name)
+        per_call(
+            f"{name} parse_detection (a verdict)",
+            lambda p=provider, r=request: p.parse_detection(r),
+            rounds=2000,
+        )
+
+    twilio_call = f"https://api.twilio.com/2010-04-01/Accounts/AC{'a' * 32}/Calls/CALL-ID.json"
+    with responses.RequestsMock() as mock:
+        mock.post(twilio_call, json={"sid": "CALL-ID", "status": "in-progress"})
+        per_call(
+            "twilio leave_message (TwiML <Say>, requests fake)",
+            lambda: twilio.leave_message(query, twilio_account, message="Please call back."),
+        )
+        per_call(
+            "twilio transfer (TwiML <Dial>, requests fake)",
+            lambda: twilio.transfer(query, twilio_account, to_number="+15557654321"),
+        )
+    with respx.mock() as mock:
+        for action in ("streaming_stop", "speak", "transfer"):
+            mock.post(f"https://api.telnyx.com/v2/calls/CALL-ID/actions/{action}").respond(
+                200, json={"data": {"result": "ok"}}
+            )
+        per_call(
+            "telnyx leave_message (stop stream + speak, httpx fake)",
+            lambda: telnyx.leave_message(query, telnyx_account, message="Please call back."),
+        )
+        per_call(
+            "telnyx transfer (stop stream + transfer, httpx fake)",
+            lambda: telnyx.transfer(query, telnyx_account, to_number="+15557654321"),
+        )
+    with responses.RequestsMock() as mock:
+        mock.put("https://api.nexmo.com/v1/calls/CALL-ID", status=204)
+        per_call(
+            "vonage leave_message (NCCO talk, requests fake)",
+            lambda: vonage.leave_message(query, vonage_account, message="Please call back."),
+        )
+        per_call(
+            "vonage transfer (NCCO connect, requests fake)",
+            lambda: vonage.transfer(query, vonage_account, to_number="+15557654321"),
+        )
 
 
 if __name__ == "__main__":

@@ -21,15 +21,19 @@ from burki.errors import DomainError
 from calls.errors import (
     AssistantInactive,
     CallNotConfirmed,
+    CallNotInProgress,
     HangUpFailed,
     IdempotencyKeyInFlight,
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
+    MachineDetectionUnsupported,
     NoAssistantFound,
     ProviderFailed,
     ProviderTimedOut,
     ProviderUnavailable,
     TooManyConcurrentCalls,
+    TransferFailed,
+    TransferUnsupported,
 )
 from calls.templating import TemplateError
 
@@ -53,6 +57,11 @@ STATUS_OF_ERROR: dict[type[DomainError], int] = {
     ProviderFailed: status.HTTP_502_BAD_GATEWAY,
     ProviderUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
     ProviderTimedOut: status.HTTP_504_GATEWAY_TIMEOUT,
+    # Call control (answering-machine detection, transfer).
+    MachineDetectionUnsupported: status.HTTP_422_UNPROCESSABLE_ENTITY,
+    TransferUnsupported: status.HTTP_422_UNPROCESSABLE_ENTITY,
+    CallNotInProgress: status.HTTP_409_CONFLICT,
+    TransferFailed: status.HTTP_502_BAD_GATEWAY,
 }
 
 

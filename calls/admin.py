@@ -47,12 +47,13 @@ class CallAdmin(OrganizationScopedAdmin):
         "to_number",
         "provider",
         "status",
+        "answered_by",
         "duration_seconds",
         "cost",
         "settled_by",
     ]
     # "Settled by: the sweep's rule" lists the calls whose provider never told: review them.
-    list_filter = ["status", "settled_by", "provider", "organization"]
+    list_filter = ["status", "settled_by", "answered_by", "provider", "organization"]
     list_select_related = ["organization"]
     search_fields = ["from_number", "to_number", "call_sid", "id"]
     date_hierarchy = "created_at"

@@ -30,10 +30,17 @@ from calls.serializers import (
     MetadataField,
     SpokenTextField,
     VariablesField,
+    VoicemailSerializer,
     e164_messages,
     text_messages,
 )
-from calls.services import call_hang_up, call_initiate, call_initiated_body
+from calls.services import (
+    Voicemail,
+    call_hang_up,
+    call_initiate,
+    call_initiated_body,
+    call_transfer,
+)
 from telephony.states import CallState
 
 MAX_WELCOME_LENGTH = 2000
@@ -109,6 +116,15 @@ class InitiateCallApi(APIView):
         )
         variables = VariablesField(required=False, allow_null=True)
         metadata = MetadataField(required=False, allow_null=True)
+        voicemail = VoicemailSerializer(
+            required=False,
+            allow_null=True,
+            help_text=(
+                "Optional: answering-machine detection by the provider, without keeping a "
+                "person waiting for the verdict, which lands on the call as `answered_by`. "
+                "Not offered on BYO SIP trunk numbers (422)."
+            ),
+        )
 
         def to_internal_value(self, data: Any) -> Any:
             if not isinstance(data, dict):
@@ -161,6 +177,7 @@ class InitiateCallApi(APIView):
             agenda=data.get("agenda"),
             variables=data.get("variables"),
             metadata=data.get("metadata"),
+            voicemail=Voicemail.from_request(data.get("voicemail")),
             idempotency_claim=idempotency_claim,
         )
         return Response(self.OutputSerializer(call_initiated_body(call)).data)
@@ -178,6 +195,11 @@ class CallOutputSerializer(serializers.ModelSerializer):
     call_id = serializers.UUIDField(source="id", read_only=True)
     from_phone_number = serializers.CharField(source="from_number", read_only=True)
     to_phone_number = serializers.CharField(source="to_number", read_only=True)
+    voicemail = serializers.JSONField(
+        read_only=True,
+        help_text="The call's answering-machine detection: `on_machine` and the rendered "
+        "`message`; null when it was not asked for.",
+    )
 
     class Meta:
         model = Call
@@ -194,6 +216,10 @@ class CallOutputSerializer(serializers.ModelSerializer):
             "agenda",
             "variables",
             "metadata",
+            "voicemail",
+            "answered_by",
+            "transferred_to",
+            "transferred_at",
             "time_limit_seconds",
             "rate_cents_per_minute",
             "duration_seconds",
@@ -276,4 +302,28 @@ class CallDetailApi(APIView):
         )
         if call is None:
             raise Http404
+        return Response(CallDetailOutputSerializer(call).data)
+
+
+class CallTransferApi(APIView):
+    """POST /calls/{call_id}/transfer: hand the callee of one of your calls to a person."""
+
+    @extend_schema_serializer(component_name="TransferCall")
+    class InputSerializer(serializers.Serializer):
+        to_phone_number = E164Field(
+            error_messages=e164_messages("to_phone_number"),
+            help_text="Who takes the call over, in E.164 format.",
+        )
+
+    @openapi.transfer_call(request=InputSerializer, detail=CallDetailOutputSerializer)
+    def post(self, request: Request, call_id: UUID) -> Response:
+        # The account its provider is asked with, as for a hang-up.
+        call = call_for_hang_up(
+            organization_id=request_api_key(request).organization_id, call_id=call_id
+        )
+        if call is None:
+            raise Http404
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        call = call_transfer(call=call, to_number=serializer.validated_data["to_phone_number"])
         return Response(CallDetailOutputSerializer(call).data)

@@ -102,3 +102,46 @@ class IdempotencyKeyInFlight(DomainError):
 class IdempotencyKeyReused(DomainError):
     code = "idempotency_key_reused"
     default_message = f"This {IDEMPOTENCY_HEADER} was already used with a different request body."
+
+
+class MachineDetectionUnsupported(DomainError):
+    """`voicemail` asked of a number whose provider has no answering-machine detection."""
+
+    code = "machine_detection_unsupported"
+
+    def __init__(self, provider_label: str) -> None:
+        super().__init__(
+            f"{provider_label} numbers cannot detect answering machines: leave voicemail out, "
+            "or call from a Twilio, Telnyx, Vonage or sandbox number."
+        )
+
+
+class VoicemailMessageTooLong(DomainError):
+    code = "voicemail_message_too_long"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"voicemail.message must be at most {limit} characters once its variables are "
+            "filled in."
+        )
+
+
+class TransferUnsupported(DomainError):
+    code = "transfer_unsupported"
+
+    def __init__(self, provider_label: str) -> None:
+        super().__init__(f"{provider_label} calls cannot be transferred.")
+
+
+class CallNotInProgress(DomainError):
+    code = "call_not_in_progress"
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"Only a call in progress can be transferred, and this call is {status}.")
+
+
+class TransferFailed(DomainError):
+    code = "transfer_failed"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"The telephony provider could not transfer the call: {reason}")

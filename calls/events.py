@@ -1,10 +1,12 @@
 """A call's events for the customer's webhooks (the webhooks app sends them).
 
 `call.status_changed` is written with every status change the API shows, `call.ended` once,
-when the call's money is settled. Each is written by the service making the change, in its
-transaction, right after the call's row was changed: the event's data is that row as the
-database then has it (one INSERT, see webhooks.services.event_record), rendered when it is
-sent exactly as `GET /calls/{call_id}` shows a call.
+when the call's money is settled, `call.answered_by` once, when the provider's answering-machine
+detection says who answered, and `call.transferred` with each transfer. Each is written by the
+service making the change, in its transaction, right after the call's row was changed: the
+event's data is that row as the database then has it (one INSERT, see
+webhooks.services.event_record), rendered when it is sent exactly as `GET /calls/{call_id}`
+shows a call.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from webhooks.services import event_record, event_type_register
 
 STATUS_CHANGED = "call.status_changed"
 ENDED = "call.ended"
+ANSWERED_BY = "call.answered_by"
+TRANSFERRED = "call.transferred"
 
 
 @cache
@@ -113,3 +117,5 @@ def call_event_data(event: WebhookEvent) -> dict[str, Any]:
 def register() -> None:
     event_type_register(STATUS_CHANGED, call_event_data)
     event_type_register(ENDED, call_event_data)
+    event_type_register(ANSWERED_BY, call_event_data)
+    event_type_register(TRANSFERRED, call_event_data)

@@ -5,7 +5,7 @@ import uuid
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
-from telephony.states import FINAL_STATES, CallState
+from telephony.states import FINAL_STATES, AnsweredBy, CallState
 
 LIVE_STATES = [state.value for state in CallState if state not in FINAL_STATES]
 
@@ -49,6 +49,20 @@ class Call(models.Model):
     variables = models.JSONField(default=dict, blank=True)
     # The customer's own keys and values (POST /calls/initiate), carried in every event.
     metadata = models.JSONField(default=dict, blank=True)
+    # Answering-machine detection as asked for (POST /calls/initiate's `voicemail`: `on_machine`
+    # and the rendered `message`); null when it was not.
+    voicemail = models.JSONField(null=True, blank=True)
+    # The provider's verdict on who answered; null until it comes, or when detection was not
+    # asked for.
+    answered_by = models.CharField(  # noqa: DJ001 (null means "not asked, or not told yet")
+        max_length=10, choices=AnsweredBy.choices, null=True, blank=True
+    )
+    # POST /calls/{call_id}/transfer: where the callee was sent, and when. The call stays one
+    # call, billed until its provider reports the end.
+    # A default in the database too: a process still running the previous release, which
+    # knows nothing of this column, can go on recording calls during a deploy.
+    transferred_to = models.CharField(max_length=20, blank=True, default="", db_default="")
+    transferred_at = models.DateTimeField(null=True, blank=True)
     time_limit_seconds = models.PositiveIntegerField()
     rate_cents_per_minute = models.PositiveIntegerField()
     hold_cents = models.BigIntegerField()

@@ -28,11 +28,14 @@ from calls.errors import (
     IDEMPOTENCY_HEADER,
     MAX_IDEMPOTENCY_KEY_LENGTH,
     CallNotConfirmed,
+    CallNotInProgress,
     IdempotencyKeyInFlight,
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
+    MachineDetectionUnsupported,
     ProviderTimedOut,
     TooManyConcurrentCalls,
+    TransferUnsupported,
 )
 from telephony.states import CallState
 
@@ -61,7 +64,7 @@ IDEMPOTENT_REPLAYED = OpenApiParameter(
     {"type": "string", "enum": ["true"]},
     location=OpenApiParameter.HEADER,
     # Every answer a request can reach once it runs is kept for replay (calls/idempotency.py).
-    response=[200, 400, 402, 404, 502, 504],
+    response=[200, 400, 402, 404, 422, 502, 504],
     description=(
         "`true` when this is the kept answer to an earlier request with the same "
         "`Idempotency-Key`; absent otherwise."
@@ -129,6 +132,21 @@ def initiate_call(*, request: SerializerClass, response: SerializerClass) -> Any
                     "to_phone_number": "+15559876543",
                     "assistant_id": 456,
                     "welcome_message": "Hi there! I'm calling about your recent inquiry.",
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "CallWithVoicemail",
+                summary="Call that leaves a message if a machine answers",
+                value={
+                    "from_phone_number": "+15551234567",
+                    "to_phone_number": "+15559876543",
+                    "variables": {"name": "John Doe"},
+                    "voicemail": {
+                        "detect": True,
+                        "on_machine": "leave_message",
+                        "message": "Hi {{name}}, this is Acme Dental. Please call us back.",
+                    },
                 },
                 request_only=True,
             ),
@@ -201,9 +219,11 @@ def initiate_call(*, request: SerializerClass, response: SerializerClass) -> Any
                 ),
             ),
             422: error_response(
-                "This `Idempotency-Key` was already used with a different body. Nothing is "
-                "dialled; use a new key for a new call.",
+                "This `Idempotency-Key` was already used with a different body, or `voicemail` "
+                "asks for answering-machine detection from a number whose provider has none (a "
+                "BYO SIP trunk). Nothing is dialled.",
                 ("Key reused", IdempotencyKeyReused.default_message),
+                ("No machine detection", MachineDetectionUnsupported("BYO SIP trunk").message),
             ),
             429: rate_limited(
                 ("Too many simultaneous calls", TooManyConcurrentCalls(10).message),
@@ -323,6 +343,63 @@ def hang_up_call(*, detail: SerializerClass) -> Any:
                 (
                     "Provider refused",
                     "The telephony provider could not end the call: Could not reach Twilio.",
+                ),
+            ),
+        },
+    )
+
+
+def transfer_call(*, request: SerializerClass, detail: SerializerClass) -> Any:
+    return extend_schema(
+        operation_id="calls_transfer",
+        summary="Transfer a call to a person",
+        description=(
+            "Hand the callee of one of your calls in progress to another number, through its "
+            "provider (a cold transfer: the assistant leaves the call). The answer is the call "
+            "as `GET /calls/{call_id}` shows it, with `transferred_to` and `transferred_at`. "
+            "It stays one call: it is billed at your rate, as one call, until the provider "
+            "reports its end, and never past its time limit."
+        ),
+        tags=["calls"],
+        request=request,
+        examples=[
+            OpenApiExample(
+                "Transfer",
+                value={"to_phone_number": "+15557654321"},
+                request_only=True,
+            )
+        ],
+        parameters=[WWW_AUTHENTICATE, RETRY_AFTER],
+        responses={
+            200: detail,
+            400: error_response(
+                "`to_phone_number` is missing or not a phone number. Nothing is changed.",
+                ("Missing number", "to_phone_number is required"),
+                (
+                    "Not a phone number",
+                    "to_phone_number must be a phone number in E.164 format, e.g. +15551234567",
+                ),
+            ),
+            **AUTHENTICATION_ERRORS,
+            404: error_response(
+                "No call with this id in your organization.", ("Unknown call", "Not found.")
+            ),
+            405: method_not_allowed("POST"),
+            409: error_response(
+                "The call is not in progress (not answered yet, or over).",
+                ("Not in progress", CallNotInProgress("completed").message),
+            ),
+            422: error_response(
+                "The call's provider cannot transfer calls (a BYO SIP trunk, for now).",
+                ("Not supported", TransferUnsupported("BYO SIP trunk").message),
+            ),
+            429: rate_limited(),
+            502: error_response(
+                "The provider refused to transfer the call or could not be reached. The call "
+                "goes on as it was.",
+                (
+                    "Provider refused",
+                    "The telephony provider could not transfer the call: Could not reach Twilio.",
                 ),
             ),
         },

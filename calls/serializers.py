@@ -213,3 +213,63 @@ class MetadataField(serializers.Field):
 
     def to_representation(self, value: Any) -> Any:
         return value
+
+
+MAX_VOICEMAIL_MESSAGE_LENGTH = 1000
+ON_MACHINE_CHOICES = ["hangup", "leave_message", "continue"]
+
+
+class VoicemailSerializer(serializers.Serializer):
+    """Answering-machine detection for one call (POST /calls/initiate's `voicemail`)."""
+
+    default_error_messages = {"invalid": "voicemail must be an object"}
+
+    detect = serializers.BooleanField(
+        required=False,
+        default=True,
+        help_text="Ask the provider's answering-machine detection who answers (default true; "
+        "false is the same as leaving `voicemail` out).",
+        error_messages={"invalid": "voicemail.detect must be true or false"},
+    )
+    on_machine = serializers.ChoiceField(
+        choices=ON_MACHINE_CHOICES,
+        help_text=(
+            "What happens when a machine answers: `hangup` ends the call at once; "
+            "`leave_message` waits for the end of the greeting (the beep), says `message` with "
+            "the provider's text-to-speech and hangs up; `continue` hands the call to the "
+            "assistant as any call. A fax is hung up on unless `continue`."
+        ),
+        error_messages={
+            "required": "voicemail.on_machine is required",
+            "null": "voicemail.on_machine is required",
+            "invalid_choice": "voicemail.on_machine must be one of: "
+            + ", ".join(ON_MACHINE_CHOICES),
+        },
+    )
+    message = SpokenTextField(
+        required=False,
+        allow_blank=False,
+        trim_whitespace=False,
+        max_length=MAX_VOICEMAIL_MESSAGE_LENGTH,
+        help_text=(
+            "What to leave on the machine (required for `leave_message`, and only used by it). "
+            "Supports variable substitution using {{variable}} syntax."
+        ),
+        error_messages={
+            **text_messages("voicemail.message", MAX_VOICEMAIL_MESSAGE_LENGTH),
+            "blank": "voicemail.message must not be empty",
+            "null": "voicemail.message must be a string",
+        },
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        leaves = attrs.get("on_machine") == "leave_message"
+        if leaves and not attrs.get("message"):
+            raise serializers.ValidationError(
+                {"message": ["voicemail.message is required when on_machine is leave_message"]}
+            )
+        if not leaves and "message" in attrs:
+            raise serializers.ValidationError(
+                {"message": ["voicemail.message is only used when on_machine is leave_message"]}
+            )
+        return attrs

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
@@ -30,15 +31,20 @@ from calls import tasks
 from calls.errors import (
     AssistantInactive,
     CallNotConfirmed,
+    CallNotInProgress,
     HangUpFailed,
     IdempotencyKeyInFlight,
+    MachineDetectionUnsupported,
     NoAssistantFound,
     ProviderFailed,
     ProviderTimedOut,
     ProviderUnavailable,
     TooManyConcurrentCalls,
+    TransferFailed,
+    TransferUnsupported,
+    VoicemailMessageTooLong,
 )
-from calls.events import ENDED, STATUS_CHANGED, call_event_record
+from calls.events import ANSWERED_BY, ENDED, STATUS_CHANGED, TRANSFERRED, call_event_record
 from calls.models import LIVE_STATES, Call, CallEvent, IdempotencyKey, Settlement
 from calls.selectors import calls_in_progress
 from calls.templating import Scalar, render
@@ -47,16 +53,47 @@ from telephony.providers import get_provider
 from telephony.providers.base import (
     CallContext,
     CallRecordQuery,
+    DetectionEvent,
+    MachineDetection,
     OutboundCall,
     PlacedCallQuery,
     Provider,
     ProviderError,
     ScriptStep,
     StatusEvent,
+    WebhookAnswer,
 )
-from telephony.states import FINAL_STATES, CallState, states_before
+from telephony.states import FINAL_STATES, AnsweredBy, CallState, OnMachine, states_before
 
 logger = logging.getLogger(__name__)
+
+
+# The longest voicemail message, variables filled in, that every provider's text-to-speech
+# takes (Vonage's talk action: 1500 characters); the request's own text is at most 1000.
+MAX_RENDERED_VOICEMAIL_MESSAGE = 1500
+
+
+@dataclass(frozen=True)
+class Voicemail:
+    """Answering-machine detection for one call (POST /calls/initiate's `voicemail`, or a
+    campaign's settings): what to do when a machine answers, and the message to leave, whose
+    `{{variables}}` are filled in with the call's."""
+
+    on_machine: str  # a telephony.states.OnMachine value
+    message: str = ""  # for OnMachine.LEAVE_MESSAGE
+
+    def __post_init__(self) -> None:
+        if self.on_machine not in OnMachine.values:
+            raise ValueError(f"on_machine must be one of {', '.join(OnMachine.values)}")
+        if (self.on_machine == OnMachine.LEAVE_MESSAGE) != bool(self.message):
+            raise ValueError("a message is left with on_machine leave_message, and only then")
+
+    @classmethod
+    def from_request(cls, data: Mapping[str, Any] | None) -> Voicemail | None:
+        """From the validated request field (calls.serializers.VoicemailSerializer)."""
+        if not data or not data.get("detect", True):
+            return None
+        return cls(on_machine=str(data["on_machine"]), message=str(data.get("message") or ""))
 
 
 @dataclass(frozen=True)
@@ -106,6 +143,7 @@ def call_initiate(
     agenda: str | None = None,
     variables: Mapping[str, Scalar] | None = None,
     metadata: Mapping[str, Scalar | None] | None = None,
+    voicemail: Voicemail | None = None,
     idempotency_claim: IdempotencyKey | None = None,
 ) -> Call:
     """Hold the money, record the call, then ask the provider to dial.
@@ -128,6 +166,7 @@ def call_initiate(
     rendered_agenda = render(agenda or "", variables, field="agenda")
     rate = organization.effective_rate_cents_per_minute
     provider = get_provider(phone_number.provider)
+    detection = _call_voicemail_settings(voicemail, variables, provider)
 
     max_seconds = assistant.max_call_duration_seconds
     # One short transaction. The call is written first and the money held last, so the
@@ -150,6 +189,7 @@ def call_initiate(
             agenda=rendered_agenda,
             variables=variables,
             metadata=dict(metadata or {}),
+            voicemail=detection,
             time_limit_seconds=max_seconds,
             rate_cents_per_minute=rate,
             hold_cents=cost_cents(seconds=max_seconds, rate_cents_per_minute=rate),
@@ -207,6 +247,7 @@ def call_initiate(
         status_url=_webhook_url("calls:webhook-status", call.pk),
         media_stream_url=settings.MEDIA_STREAM_URL,
         context=call_context(call),
+        machine_detection=None if detection is None else MachineDetection(detection["on_machine"]),
     )
     account = provider_credentials(phone_number.provider_account)
     connection_release()  # to the pool, while the provider answers
@@ -257,6 +298,21 @@ def call_initiate(
     if provider.simulates_calls:
         transaction.on_commit(lambda: _call_play_from(call=call, provider=provider, step=0))
     return call
+
+
+def _call_voicemail_settings(
+    voicemail: Voicemail | None, variables: Mapping[str, Scalar], provider: Provider
+) -> dict[str, str] | None:
+    """What the call records of its `voicemail` (the message rendered), checked against what
+    its provider can do: nothing is recorded or dialled for a request it cannot honour."""
+    if voicemail is None:
+        return None
+    if not provider.can_detect_machines:
+        raise MachineDetectionUnsupported(provider.label)
+    message = render(voicemail.message, variables, field="voicemail.message")
+    if len(message) > MAX_RENDERED_VOICEMAIL_MESSAGE:
+        raise VoicemailMessageTooLong(MAX_RENDERED_VOICEMAIL_MESSAGE)
+    return {"on_machine": voicemail.on_machine, "message": message}
 
 
 def call_initiated_body(call: Call) -> dict[str, str]:
@@ -356,7 +412,9 @@ def call_apply_event(
     awaiting_answer = measured and call.answered_at is None
     duration = charge = 0
     if target in FINAL_STATES:
-        updates.update(ended_at=ended_at, end_reason=event.reason[:200])
+        # An end we brought about (a machine hung up on, a message left) keeps our reason.
+        reason = Coalesce(NullIf(F("end_reason"), Value("")), Value(event.reason[:200]))
+        updates.update(ended_at=ended_at, end_reason=reason)
         if defer_settlement:
             if not awaiting_answer:  # what the event reports, kept until the record is read
                 reported = event.duration_seconds or 0
@@ -616,12 +674,17 @@ def call_play_simulated(*, call_id: UUID, step: int) -> None:
     if step >= len(script):
         return
     at = call.initiated_at + timedelta(seconds=script[step].at_seconds)
-    call_apply_event(
-        call=call,
-        event=replace(script[step].event, occurred_at=at),
-        source=provider.name,
-        settled_by=Settlement.PROVIDER,  # the script is the sandbox's own record
-    )
+    detection = script[step].detection
+    if detection is not None:
+        if call.voicemail is not None:  # told only to a call that asked
+            call_apply_detection(call=call, event=detection, source=provider.name)
+    else:
+        call_apply_event(
+            call=call,
+            event=replace(script[step].event, occurred_at=at),
+            source=provider.name,
+            settled_by=Settlement.PROVIDER,  # the script is the sandbox's own record
+        )
     _call_play_from(call=call, provider=provider, step=step + 1)
 
 
@@ -918,6 +981,7 @@ def _call_record_query(call: Call) -> CallRecordQuery:
         to_number=call.to_number,
         time_limit_seconds=call.time_limit_seconds,
         placed_at=call.initiated_at,
+        from_number=call.from_number,
     )
 
 
@@ -1003,5 +1067,204 @@ def call_hang_up(*, call: Call) -> Call:
         call_apply_event(
             call=call, event=ended, source=provider.name, settled_by=Settlement.PROVIDER
         )
+    call.refresh_from_db()
+    return call
+
+
+# --- answering-machine detection ----------------------------------------------------------------
+
+END_MACHINE_HUNG_UP = "Answered by a machine: hung up on detection."
+END_FAX_HUNG_UP = "Answered by a fax machine: hung up on detection."
+END_MESSAGE_LEFT = "Answered by a machine: the voicemail message was left after the beep."
+# CallEvent.source of what we did about a verdict (the verdict's own event is the provider's).
+DETECTION_SOURCE = "machine_detection"
+
+MACHINES = (AnsweredBy.MACHINE, AnsweredBy.FAX)
+
+
+@dataclass(frozen=True)
+class _MachineAction:
+    name: str  # "", "wait", "hang_up", "leave_message", "end_after_message"
+    end_reason: str = ""
+    note: str = ""  # what the call's timeline says of it
+
+
+def _machine_action(call: Call, answered_by: str | None, event: DetectionEvent) -> _MachineAction:
+    """What a call that asked for detection does now, given who answered (`answered_by`: the
+    verdict as known after `event`)."""
+    assert call.voicemail is not None
+    on_machine = call.voicemail["on_machine"]
+    if answered_by not in MACHINES:
+        # A person (or the provider could not tell): the assistant has the call already.
+        return _MachineAction("", note="the assistant keeps the call")
+    if on_machine == OnMachine.CONTINUE:
+        return _MachineAction("", note="the assistant keeps the call (on_machine: continue)")
+    if event.message_played:
+        return _MachineAction("end_after_message", note="the message was played: hanging up")
+    if answered_by == AnsweredBy.FAX:
+        return _MachineAction("hang_up", END_FAX_HUNG_UP, "hanging up on the fax machine")
+    if on_machine == OnMachine.HANGUP:
+        return _MachineAction("hang_up", END_MACHINE_HUNG_UP, "hanging up on the machine")
+    if event.greeting_ended:
+        return _MachineAction(
+            "leave_message", END_MESSAGE_LEFT, "the greeting ended: leaving the message"
+        )
+    return _MachineAction("wait", note="waiting for the end of the machine's greeting")
+
+
+def call_apply_detection(*, call: Call, event: DetectionEvent, source: str) -> str:
+    """Record who answered (once: the first verdict stands) and act on it as the call's
+    `voicemail` says: hang up on a machine, or wait for its greeting to end and leave the
+    message, or leave the call to the assistant. Returns what was done, in a sentence.
+
+    Claimed, not assumed: the verdict is written only while the call has none, and an action
+    that ends the call is claimed by writing its `end_reason` on the live call, so a repeated
+    event does nothing twice. The provider is asked after the commit.
+    """
+    if call.voicemail is None:
+        return "Ignored: the call did not ask for machine detection."
+    if call.is_final:
+        return "Ignored: the call is over."
+    new_verdict = call.answered_by is None and bool(event.answered_by)
+    answered_by = call.answered_by or event.answered_by or None
+    action = _machine_action(call, answered_by, event)
+    if action.end_reason and call.end_reason:
+        action = _MachineAction("", note="already acted on")
+    if not (new_verdict or action.end_reason or action.name == "end_after_message"):
+        return "Ignored: already applied."  # a repeated verdict, or one that changes nothing
+    updates: dict[str, object] = {"updated_at": timezone.now()}
+    claim = Call.objects.filter(pk=call.pk)
+    if new_verdict:
+        updates["answered_by"] = event.answered_by
+        claim = claim.filter(answered_by__isnull=True)
+    if action.end_reason:
+        updates["end_reason"] = action.end_reason
+        claim = claim.filter(end_reason="", status__in=LIVE_STATES)
+    if new_verdict or action.end_reason:
+        with transaction.atomic():
+            if not claim.update(**updates):
+                return "Ignored: already applied."
+            detail = {**event.raw, "action": action.note}
+            if new_verdict:
+                detail["answered_by"] = event.answered_by
+            if action.name == "leave_message":
+                detail["message"] = call.voicemail["message"]
+            CallEvent.objects.create(
+                call_id=call.pk,
+                status=call.status,
+                source=source if new_verdict else DETECTION_SOURCE,
+                detail=detail,
+            )
+            if new_verdict:
+                call_event_record(call=call, event_type=ANSWERED_BY)
+        call.answered_by = answered_by
+        if action.end_reason:
+            call.end_reason = action.end_reason
+    if action.name in ("hang_up", "leave_message", "end_after_message"):
+        _call_act_on_machine(call=call, action=action)
+    return f"Applied: {action.note}."
+
+
+def _call_act_on_machine(*, call: Call, action: _MachineAction) -> None:
+    """Have the provider end the call, or leave the message, for a machine that answered. A
+    provider that fails gives the claim back (the end reason), for a later event to try."""
+    provider = get_provider(call.provider)
+    query, account = _call_record_query(call), provider_credentials(call.provider_account)
+    connection_release()  # to the pool, while the provider answers
+    try:
+        if action.name == "leave_message":
+            assert call.voicemail is not None
+            ended = provider.leave_message(query, account, message=call.voicemail["message"])
+        else:
+            ended = provider.hang_up(query, account, answered=True)
+    except ProviderError as exc:
+        logger.warning("call %s: %s could not act on a machine: %s", call.pk, provider.name, exc)
+        with transaction.atomic():
+            if action.end_reason:
+                Call.objects.filter(
+                    pk=call.pk, end_reason=action.end_reason, status__in=LIVE_STATES
+                ).update(end_reason="", updated_at=timezone.now())
+            CallEvent.objects.create(
+                call_id=call.pk,
+                status=call.status,
+                source=DETECTION_SOURCE,
+                detail={"action": action.note, "error": str(exc)[:500]},
+            )
+        return
+    if ended is not None:
+        call_apply_event(
+            call=call, event=ended, source=provider.name, settled_by=Settlement.PROVIDER
+        )
+
+
+def call_answer_for_machine(*, call: Call, provider: Provider) -> WebhookAnswer | None:
+    """The answer webhook of a call whose machine verdict came before the provider asked what
+    to do with it: a machine is handed to the assistant only with `on_machine` "continue".
+    None: hand the call over as usual."""
+    if call.voicemail is None or call.answered_by not in MACHINES:
+        return None
+    on_machine = call.voicemail["on_machine"]
+    if on_machine == OnMachine.CONTINUE:
+        return None
+    leaves = on_machine == OnMachine.LEAVE_MESSAGE and call.answered_by == AnsweredBy.MACHINE
+    reason = END_MESSAGE_LEFT if leaves else END_MACHINE_HUNG_UP
+    if call.answered_by == AnsweredBy.FAX:
+        reason = END_FAX_HUNG_UP
+    with transaction.atomic():
+        claimed = Call.objects.filter(pk=call.pk, end_reason="", status__in=LIVE_STATES).update(
+            end_reason=reason, updated_at=timezone.now()
+        )
+        if claimed:
+            CallEvent.objects.create(
+                call_id=call.pk,
+                status=call.status,
+                source=DETECTION_SOURCE,
+                detail={"action": "answered by a machine: not handed to the assistant"},
+            )
+    if claimed and leaves:
+        return provider.answer_with_message(call.voicemail["message"])
+    return provider.answer_with_hangup()
+
+
+# --- transfer ----------------------------------------------------------------------------------
+
+
+def call_transfer_target_check(*, call: Call, to_number: str) -> None:
+    """The one place a transfer's destination is judged before the provider is asked (the
+    number is already E.164). Raises a DomainError to refuse it."""
+
+
+def call_transfer(*, call: Call, to_number: str) -> Call:
+    """Move the callee of a call in progress on to `to_number` (a cold transfer through the
+    provider). The call stays one call, billed as one until the provider reports its end.
+
+    Raises TransferUnsupported for a provider that cannot, CallNotInProgress for a call that is
+    not in progress, and TransferFailed when the provider refuses or cannot be reached.
+    """
+    provider = get_provider(call.provider)
+    if not provider.can_transfer:
+        raise TransferUnsupported(provider.label)
+    if call.status != CallState.IN_PROGRESS or not call.call_sid or call.initiated_at is None:
+        raise CallNotInProgress(call.status)
+    call_transfer_target_check(call=call, to_number=to_number)
+    account = provider_credentials(call.provider_account)
+    connection_release()  # to the pool, while the provider answers
+    try:
+        provider.transfer(_call_record_query(call), account, to_number=to_number)
+    except ProviderError as exc:
+        raise TransferFailed(str(exc)) from exc
+    now = timezone.now()
+    with transaction.atomic():
+        # By id alone: the provider has moved the call on, whatever we heard of it meanwhile.
+        Call.objects.filter(pk=call.pk).update(
+            transferred_to=to_number, transferred_at=now, updated_at=now
+        )
+        CallEvent.objects.create(
+            call_id=call.pk,
+            status=call.status,
+            source=provider.name,
+            detail={"transferred_to": to_number},
+        )
+        call_event_record(call=call, event_type=TRANSFERRED)
     call.refresh_from_db()
     return call

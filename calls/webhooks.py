@@ -18,7 +18,12 @@ from rest_framework.views import APIView
 
 from calls.models import Call, Settlement
 from calls.selectors import call_for_webhook, call_sid_taken
-from calls.services import call_apply_event, call_context
+from calls.services import (
+    call_answer_for_machine,
+    call_apply_detection,
+    call_apply_event,
+    call_context,
+)
 from telephony.models import provider_credentials
 from telephony.providers import get_provider
 from telephony.providers.base import Provider, WebhookRejected, WebhookRequest
@@ -81,7 +86,11 @@ class CallAnswerWebhookApi(WebhookApi):
             logger.warning("answer webhook for %s call %s: hanging up", call.status, call.pk)
             answer = provider.answer_with_hangup()
         else:
-            answer = provider.answer(call_context(call), settings.MEDIA_STREAM_URL)
+            # A machine already known to have answered reaches the assistant only if the call
+            # said so (voicemail.on_machine "continue").
+            answer = call_answer_for_machine(call=call, provider=provider) or provider.answer(
+                call_context(call), settings.MEDIA_STREAM_URL
+            )
         return HttpResponse(answer.body, content_type=answer.content_type)
 
     get = post
@@ -98,10 +107,8 @@ class CallStatusWebhookApi(WebhookApi):
         call, provider = found
         event = provider.parse_status(self.webhook)
         if event is None:
-            return Response({"detail": "Ignored: no lifecycle change."})
-        if event.provider_call_id and call.call_sid and event.provider_call_id != call.call_sid:
-            # Another leg of the same call (a connected websocket, a transfer): not its lifecycle.
-            logger.info("%s event for another leg of call %s ignored", provider.name, call.pk)
+            return self.detection(call, provider)
+        if self.another_leg(call, provider, event.provider_call_id):
             return Response({"detail": "Ignored: an event for another leg of the call."})
         if (
             event.provider_call_id
@@ -121,4 +128,30 @@ class CallStatusWebhookApi(WebhookApi):
             settled_by=Settlement.WEBHOOK,
             defer_settlement=provider.account_can_forge_webhooks and provider.can_fetch_calls,
         )
+        if call.voicemail is not None and provider.can_detect_machines:
+            # A lifecycle event may carry the verdict too (Twilio's AnsweredBy can ride on a
+            # status callback): it is applied after the change of status it came with.
+            detection = provider.parse_detection(self.webhook)
+            if detection is not None:
+                call_apply_detection(call=call, event=detection, source=provider.name)
         return Response({"detail": "Applied." if applied else "Ignored: already applied."})
+
+    def detection(self, call: Call, provider: Provider) -> Response:
+        """An answering-machine detection result (on the status URL for every provider: Twilio's
+        AsyncAmdStatusCallback, Telnyx's and Vonage's events)."""
+        detection = provider.parse_detection(self.webhook) if provider.can_detect_machines else None
+        if detection is None:
+            return Response({"detail": "Ignored: no lifecycle change."})
+        if self.another_leg(call, provider, detection.provider_call_id):
+            return Response({"detail": "Ignored: an event for another leg of the call."})
+        return Response(
+            {"detail": call_apply_detection(call=call, event=detection, source=provider.name)}
+        )
+
+    @staticmethod
+    def another_leg(call: Call, provider: Provider, provider_call_id: str) -> bool:
+        if provider_call_id and call.call_sid and provider_call_id != call.call_sid:
+            # Another leg of the same call (a connected websocket, a transfer): not its lifecycle.
+            logger.info("%s event for another leg of call %s ignored", provider.name, call.pk)
+            return True
+        return False

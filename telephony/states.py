@@ -38,3 +38,22 @@ STATE_RANK = {
 def states_before(state: str) -> list[str]:
     rank = STATE_RANK[CallState(state)]
     return [s.value for s, r in STATE_RANK.items() if r < rank]
+
+
+class AnsweredBy(models.TextChoices):
+    """Who answered a call, as the provider's machine detection judged it (null on a call that
+    did not ask)."""
+
+    HUMAN = "human", "A person"
+    MACHINE = "machine", "An answering machine"
+    FAX = "fax", "A fax machine"
+    # The provider could not tell: the call goes on as if a person had answered.
+    UNKNOWN = "unknown", "Could not tell"
+
+
+class OnMachine(models.TextChoices):
+    """What a call that asked for machine detection does when a machine answers."""
+
+    HANGUP = "hangup", "Hang up at once"
+    LEAVE_MESSAGE = "leave_message", "Leave the message after the beep, then hang up"
+    CONTINUE = "continue", "Hand it to the assistant as any call"

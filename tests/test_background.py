@@ -80,6 +80,41 @@ def test_a_sandbox_call_plays_out_on_the_worker_with_nobody_reading_it(tmp_path)
     assert_money_consistent(tenant.organization)
 
 
+def test_a_sandbox_machine_gets_its_message_after_the_beep_on_the_worker(tmp_path) -> None:
+    tenant = make_tenant()
+    PhoneNumberFactory(organization=tenant.organization, number=BODY["from_phone_number"])
+    body = {
+        **BODY,
+        "to_phone_number": "+15559870009",  # answered by a machine
+        "voicemail": {"on_machine": "leave_message", "message": "Please call Acme back."},
+    }
+    scale = {"SANDBOX_TIME_SCALE": "20"}
+
+    with celery_worker(tmp_path, **scale) as worker, override_settings(SANDBOX_TIME_SCALE=20):
+        response = tenant.client.post("/calls/initiate", body, format="json")
+        assert response.status_code == 200
+        ended = wait_for(lambda: Call.objects.get().status == "completed", timeout=20)
+
+    assert ended, worker.log
+    call = Call.objects.get()
+    assert (call.answered_by, call.settled_by) == ("machine", "provider")
+    assert call.end_reason == (
+        "Answered by a machine: the voicemail message was left after the beep."
+    )
+    # Said from the beep (8 s after the answer, on the call's clock) for 2 s: about 10 s, the
+    # worker's own delay adding a little; far less than the machine's 40 s of recording.
+    assert 10 <= call.duration_seconds <= 15
+    actions = [e.detail.get("action") for e in call.events.all()]
+    assert actions == [
+        None,
+        None,
+        "waiting for the end of the machine's greeting",
+        "the greeting ended: leaving the message",
+        None,
+    ]
+    assert_money_consistent(tenant.organization)
+
+
 def test_the_sweep_settles_a_call_whose_end_never_came_with_nobody_asking(tmp_path) -> None:
     tenant = make_tenant()
     PhoneNumberFactory(organization=tenant.organization, number=BODY["from_phone_number"])

@@ -43,6 +43,7 @@ def test_a_call_shows_everything_the_docs_promise(tenant: Tenant, number) -> Non
         "at {{time}}.",
         variables={"name": "John Doe", "time": "10 AM"},
         metadata={"crm_contact_id": "c_8231", "attempt": 2, "vip": True, "note": None},
+        voicemail={"on_machine": "leave_message", "message": "Hi {{name}}, call us back."},
     )
 
     response = tenant.client.get(f"/calls/{call.pk}")
@@ -63,6 +64,10 @@ def test_a_call_shows_everything_the_docs_promise(tenant: Tenant, number) -> Non
         "agenda": "",
         "variables": {"name": "John Doe", "time": "10 AM"},
         "metadata": {"crm_contact_id": "c_8231", "attempt": 2, "vip": True, "note": None},
+        "voicemail": {"on_machine": "leave_message", "message": "Hi John Doe, call us back."},
+        "answered_by": None,
+        "transferred_to": "",
+        "transferred_at": None,
         "time_limit_seconds": 600,
         "rate_cents_per_minute": 10,
         "duration_seconds": None,

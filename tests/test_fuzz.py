@@ -38,6 +38,7 @@ OPERATIONS = {
     ("GET", "/calls"),
     ("GET", "/calls/{call_id}"),
     ("POST", "/calls/{call_id}/hangup"),
+    ("POST", "/calls/{call_id}/transfer"),
     ("POST", "/calls/initiate"),
     ("GET", "/webhook-endpoints"),
     ("POST", "/webhook-endpoints"),
@@ -67,6 +68,8 @@ class LiveApp:
     access_log: Path
     server_log: Path
     event_id: str
+    call_id: str  # a call to hang up
+    answered_call_id: str  # a call in progress, to transfer
 
 
 def free_port() -> int:
@@ -193,18 +196,17 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
     access_log, server_log = logs / "access.log", logs / "server.log"
     server, url = start_server(env, access_log, server_log)
     try:
-        # One call, so that the operations on an event have an event to work on.
-        call = urllib.request.Request(  # noqa: S310 - our own server on loopback
-            url + "/calls/initiate",
-            data=json.dumps(
-                {"from_phone_number": demo["from_phone_number"], "to_phone_number": "+15559876543"}
-            ).encode(),
-            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        # One call, so that the operations on an event have an event to work on, and one in
+        # progress to transfer (no worker plays the sandbox's script here, so it is answered
+        # by hand). Each operation gets its own: a hang-up must not end the call to transfer.
+        call_id, answered_call_id = (
+            place_call(url, api_key, demo["from_phone_number"]) for _ in range(2)
         )
-        with urllib.request.urlopen(call) as answer:  # noqa: S310
-            call_id = json.load(answer)["call_id"]
         event_id = first_event_of(database_url, call_id)
-        yield LiveApp(url, database_url, api_key, access_log, server_log, event_id)
+        answer_call(database_url, answered_call_id)
+        yield LiveApp(
+            url, database_url, api_key, access_log, server_log, event_id, call_id, answered_call_id
+        )
     finally:
         server.terminate()
         try:
@@ -221,11 +223,32 @@ def responses_seen(access_log: Path) -> list[tuple[str, str, int]]:
     for line in access_log.read_text().splitlines():
         status, method, target, _version = line.split(" ")
         path = target.split("?", 1)[0]
-        path = re.sub(r"^/calls/[0-9a-f-]{36}(/hangup)?$", r"/calls/{call_id}\1", path)
+        path = re.sub(r"^/calls/[0-9a-f-]{36}(/hangup|/transfer)?$", r"/calls/{call_id}\1", path)
         path = re.sub(r"^/webhook-endpoints/[^/]+", "/webhook-endpoints/{endpoint_id}", path)
         path = re.sub(r"^/webhook-events/[^/]+", "/webhook-events/{event_id}", path)
         seen.append((method, path, int(status)))
     return seen
+
+
+def place_call(url: str, api_key: str, from_number: str) -> str:
+    call = urllib.request.Request(  # noqa: S310 - our own server on loopback
+        url + "/calls/initiate",
+        data=json.dumps(
+            {"from_phone_number": from_number, "to_phone_number": "+15559876543"}
+        ).encode(),
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(call) as answer:  # noqa: S310
+        return str(json.load(answer)["call_id"])
+
+
+def answer_call(database_url: str, call_id: str) -> None:
+    parts = urlsplit(database_url)
+    with psycopg.connect(urlunsplit(parts._replace(scheme="postgresql"))) as connection:
+        connection.execute(
+            "UPDATE calls_call SET status = 'in-progress', answered_at = now() WHERE id = %s",
+            (call_id,),
+        )
 
 
 def first_event_of(database_url: str, call_id: str) -> str:
@@ -270,11 +293,18 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
             for method in methods
         }
 
-    # An id that exists for the operations on an event (no operation creates one).
+    # An id that exists for the operations on an event (no operation creates one), a call to
+    # hang up, and a call in progress to transfer (none is, with no worker answering calls).
     (tmp_path / "schemathesis.toml").write_text(
         "[[operations]]\n"
         'include-name = "POST /webhook-events/{event_id}/redeliver"\n'
         f'parameters = {{ event_id = "{live_app.event_id}" }}\n'
+        "[[operations]]\n"
+        'include-name = "POST /calls/{call_id}/hangup"\n'
+        f'parameters = {{ call_id = "{live_app.call_id}" }}\n'
+        "[[operations]]\n"
+        'include-name = "POST /calls/{call_id}/transfer"\n'
+        f'parameters = {{ call_id = "{live_app.answered_call_id}" }}\n'
     )
     run = subprocess.run(  # noqa: S603
         [

@@ -55,7 +55,7 @@ from calls.services import (
 from telephony import sip_control
 from telephony.models import PhoneNumber, ProviderAccount, SipTrunk
 from telephony.providers import get_provider
-from telephony.providers.base import StatusEvent
+from telephony.providers.base import StatusEvent, WebhookRequest
 from tests.conftest import Tenant, assert_money_consistent
 from tests.factories import (
     TELNYX_API_KEY,
@@ -67,7 +67,8 @@ from tests.factories import (
     telnyx_signing_key,
     vonage_private_key,
 )
-from tests.test_query_budget import FINAL_STATUS, FINAL_STATUS_HELD, STATUS
+from tests.test_query_budget import FINAL_STATUS, FINAL_STATUS_HELD, STATUS, VERDICT
+from webhooks.models import WebhookEvent
 
 FROM = "+15551234567"
 TO = "+15559876543"
@@ -131,6 +132,12 @@ class Driver:
     # Whether the account's own secret signs its webhooks, so a call is settled on the
     # provider's record, fetched after the webhook (`settle_on_the_record`).
     account_can_forge_webhooks: ClassVar[bool] = False
+    # Whether it runs answering-machine detection, and can move a call on to another number.
+    detects_machines: ClassVar[bool] = True
+    can_transfer: ClassVar[bool] = True
+    # Its machine detection's results: (what it sends, the answered_by it means, whether it says
+    # the greeting ended).
+    verdicts: ClassVar[list[tuple[str, str, bool]]] = []
 
     def number(self, tenant: Tenant) -> PhoneNumber:
         return PhoneNumberFactory(
@@ -163,6 +170,26 @@ class Driver:
     def assert_placed(self, wire: Wire, call: Call) -> None:
         """The request on the wire carries our call id, time limit and callback URLs."""
         raise NotImplementedError
+
+    def detection_sent(self, wire: Wire) -> dict[str, Any]:
+        """What the dial on the wire asked of the provider's machine detection."""
+        raise NotImplementedError
+
+    def commands(self, wire: Wire) -> list[Any]:
+        """Every request sent to the provider about a live call, as comparable values."""
+        raise NotImplementedError
+
+    def accept_commands(self, wire: Wire, call: Call) -> None:
+        """Make the provider accept whatever is asked of `call` next (hang up, speak, transfer)."""
+
+    def verdict(self, call: Call, sent: str, *, leg: str = "") -> Webhook:
+        """The provider's machine-detection result `sent` (one of `verdicts`) for the call."""
+        raise NotImplementedError
+
+    def message_played(self, call: Call) -> Webhook | None:
+        """The provider's word that the message it was told to say has been said (None: it
+        ends the call itself after the message)."""
+        return None
 
     def event(self, call: Call, state: str, *, duration: int = 0, leg: str = "") -> Webhook:
         """The provider's event for the call (`leg`: as if for another leg with that id)."""
@@ -232,6 +259,9 @@ class SandboxDriver(Driver):
         self, url: str, webhook: Webhook, *, forged: bool = False, age: int = 0
     ) -> dict[str, str]:
         return {"Authorization": "Bearer forged"} if forged else {}
+
+    def commands(self, wire: Wire) -> list[Any]:
+        return []  # nothing leaves the process
 
 
 # --- Twilio: requests, form bodies, HMAC-SHA1 over URL + form ------------------------------
@@ -307,6 +337,44 @@ class TwilioDriver(Driver):
         }
         expected = base64.b64encode(f"{TWILIO_SID}:{TWILIO_TOKEN}".encode()).decode()
         assert sent.headers["Authorization"] == f"Basic {expected}"
+
+    verdicts = [
+        ("human", "human", False),
+        ("machine_start", "machine", False),
+        ("machine_end_beep", "machine", True),
+        ("machine_end_silence", "machine", True),
+        ("machine_end_other", "machine", True),
+        ("fax", "fax", False),
+        ("unknown", "unknown", False),
+    ]
+
+    def detection_sent(self, wire: Wire) -> dict[str, Any]:
+        (sent,) = wire.sent
+        body = parse_qs(sent.body)
+        return {k: v for k, v in body.items() if k.startswith(("MachineDetection", "AsyncAmd"))}
+
+    def commands(self, wire: Wire) -> list[Any]:
+        return [
+            (c.request.method, c.request.url.rsplit("/", 1)[1], parse_qs(c.request.body))
+            for c in wire.mock.calls
+        ]
+
+    def accept_commands(self, wire: Wire, call: Call) -> None:
+        self.accept_hang_up(wire, call)
+
+    def verdict(self, call: Call, sent: str, *, leg: str = "") -> Webhook:
+        # The AsyncAmdStatusCallback: no CallStatus, only the verdict.
+        form = {
+            "CallSid": leg or self.sid,
+            "AccountSid": TWILIO_SID,
+            "AnsweredBy": sent,
+            "MachineDetectionDuration": "2417",
+        }
+        return Webhook(
+            body=urlencode(form).encode(),
+            content_type="application/x-www-form-urlencoded",
+            form=form,
+        )
 
     def event(self, call: Call, state: str, *, duration: int = 0, leg: str = "") -> Webhook:
         form = {"CallSid": leg or self.sid, "AccountSid": TWILIO_SID, "CallStatus": state}
@@ -493,6 +561,67 @@ class TelnyxDriver(Driver):
         }
         return Webhook(body=json.dumps(envelope).encode(), content_type="application/json")
 
+    verdicts = [
+        ("call.machine.detection.ended:human", "human", False),
+        ("call.machine.detection.ended:machine", "machine", False),
+        ("call.machine.detection.ended:not_sure", "unknown", False),
+        ("call.machine.premium.detection.ended:human_residence", "human", False),
+        ("call.machine.premium.detection.ended:human_business", "human", False),
+        ("call.machine.premium.detection.ended:machine", "machine", False),
+        ("call.machine.premium.detection.ended:fax_detected", "fax", False),
+        ("call.machine.premium.detection.ended:silence", "unknown", False),
+        ("call.machine.greeting.ended:beep_detected", "machine", True),
+        ("call.machine.greeting.ended:ended", "machine", True),
+        ("call.machine.premium.greeting.ended:beep_detected", "machine", True),
+    ]
+
+    def detection_sent(self, wire: Wire) -> dict[str, Any]:
+        (sent,) = wire.sent
+        body = json.loads(sent.content)
+        return {k: v for k, v in body.items() if k.startswith("answering_machine")}
+
+    def commands(self, wire: Wire) -> list[Any]:
+        return [
+            (c.request.method, c.request.url.path, json.loads(c.request.content or b"{}"))
+            for c in wire.mock.calls
+        ]
+
+    def accept_commands(self, wire: Wire, call: Call) -> None:
+        for action in ("hangup", "speak", "streaming_stop", "transfer"):
+            wire.mock.post(f"{TELNYX_CALLS}/{call.call_sid}/actions/{action}").respond(
+                200, json={"data": {"result": "ok"}}
+            )
+
+    def _envelope(self, call: Call, event_type: str, payload: dict[str, Any]) -> Webhook:
+        envelope = {
+            "data": {
+                "event_type": event_type,
+                "id": str(uuid.uuid4()),
+                "occurred_at": "2026-01-05T09:30:22.000Z",
+                "payload": {
+                    "call_control_id": self.call_control_id,
+                    "call_leg_id": "leg-0123",
+                    "call_session_id": "session-0123",
+                    "client_state": base64.b64encode(str(call.pk).encode()).decode(),
+                    "connection_id": TELNYX_CONNECTION_ID,
+                    **payload,
+                },
+                "record_type": "event",
+            },
+            "meta": {"attempt": 1, "delivered_to": f"{PUBLIC_BASE}/webhooks/calls/{call.pk}"},
+        }
+        return Webhook(body=json.dumps(envelope).encode(), content_type="application/json")
+
+    def verdict(self, call: Call, sent: str, *, leg: str = "") -> Webhook:
+        event_type, result = sent.split(":")
+        payload = {"result": result, "from": FROM, "to": call.to_number}
+        if leg:
+            payload["call_control_id"] = leg
+        return self._envelope(call, event_type, payload)
+
+    def message_played(self, call: Call) -> Webhook | None:
+        return self._envelope(call, "call.speak.ended", {"status": "completed"})
+
     def lifecycle(self, call: Call) -> list[Webhook]:
         return [self.event(call, "initiated"), self.event(call, "in-progress")]
 
@@ -639,6 +768,41 @@ class VonageDriver(Driver):
             )
         return Webhook(body=json.dumps(event).encode(), content_type="application/json")
 
+    verdicts = [
+        ("human", "human", False),
+        ("machine", "machine", False),
+        ("machine:beep_start", "machine", True),
+        ("machine:beep_timeout", "machine", True),
+    ]
+
+    def detection_sent(self, wire: Wire) -> dict[str, Any]:
+        (sent,) = wire.sent
+        body = json.loads(sent.body)
+        return {k: v for k, v in body.items() if "machine_detection" in k}
+
+    def commands(self, wire: Wire) -> list[Any]:
+        return [
+            (c.request.method, c.request.url.rsplit("/", 1)[1], json.loads(c.request.body))
+            for c in wire.mock.calls
+        ]
+
+    def accept_commands(self, wire: Wire, call: Call) -> None:
+        self.accept_hang_up(wire, call)
+
+    def verdict(self, call: Call, sent: str, *, leg: str = "") -> Webhook:
+        status, _, sub_state = sent.partition(":")
+        event = {
+            "call_uuid": leg or self.call_uuid,
+            "conversation_uuid": "CON-f972836a-550f-45fa-956c-12a2ab5b7d22",
+            "status": status,
+            "to": call.to_number.removeprefix("+"),
+            "from": FROM.removeprefix("+"),
+            "timestamp": "2026-01-05T09:30:03.000Z",
+        }
+        if sub_state:
+            event["sub_state"] = sub_state
+        return Webhook(body=json.dumps(event).encode(), content_type="application/json")
+
     def answer_request(self, call: Call) -> Webhook:
         body = {
             "to": call.to_number.removeprefix("+"),
@@ -701,6 +865,10 @@ class SipDriver(Driver):
     name = "sip"
     keeps_a_record_of_the_end = False
     sends_webhooks = False
+    # No answering-machine detection: the agent does not guess from audio. Its transfer (REFER)
+    # is the SIP provider's to add.
+    detects_machines = False
+    can_transfer = False
     reports_other_legs = False
     timeline = ["ringing", "in-progress", "completed"]
     sip_call_id = "3c26e1f0a9b84d7e@burki-sip-agent"
@@ -919,6 +1087,8 @@ def test_a_provider_says_what_its_driver_expects_it_to_do(driver: Driver) -> Non
         "can_find_calls": provider.can_find_calls,
         "can_fetch_calls": provider.can_fetch_calls,
         "account_can_forge_webhooks": provider.account_can_forge_webhooks,
+        "can_detect_machines": provider.can_detect_machines,
+        "can_transfer": provider.can_transfer,
         # A simulated call dials nobody, and nothing reaches us from outside about it.
         "dials_over_the_wire": not provider.simulates_calls,
         "plays_out_calls": not provider.simulates_calls,
@@ -927,6 +1097,8 @@ def test_a_provider_says_what_its_driver_expects_it_to_do(driver: Driver) -> Non
         "can_find_calls": driver.can_find_calls,
         "can_fetch_calls": driver.can_fetch_calls,
         "account_can_forge_webhooks": driver.account_can_forge_webhooks,
+        "can_detect_machines": driver.detects_machines,
+        "can_transfer": driver.can_transfer,
         "dials_over_the_wire": driver.dials_over_the_wire,
         "plays_out_calls": driver.plays_out_calls,
     }
@@ -1431,3 +1603,564 @@ def test_status_webhooks_cost_a_fixed_number_of_queries(
         ended = driver.report(client, placed, driver.event(placed, "completed", duration=30))
 
     assert answered == ended == (200, {"detail": "Applied."})
+
+
+# --- answering-machine detection -------------------------------------------------------------
+
+MESSAGE = "Hi {{name}}, this is Acme Dental. Please call us back."
+SPOKEN = "Hi Jo, this is Acme Dental. Please call us back."
+
+
+def chosen(*flags: str) -> list[Any]:
+    return [pytest.param(d, id=d.name) for d in DRIVERS if all(getattr(d, f) for f in flags)]
+
+
+def voicemail(on_machine: str) -> dict[str, str]:
+    message = {"message": MESSAGE} if on_machine == "leave_message" else {}
+    return {"on_machine": on_machine, **message}
+
+
+def answered_detecting(client, tenant: Tenant, driver: Driver, on_machine: str) -> Call:
+    """A call placed with machine detection, answered (its lifecycle reported)."""
+    driver.number(tenant)
+    with driver.wire() as wire:
+        driver.accept(wire)
+        response = initiate(tenant, variables={"name": "Jo"}, voicemail=voicemail(on_machine))
+    assert response.status_code == 200, response.json()
+    call = Call.objects.get(pk=response.json()["call_id"])
+    for webhook in driver.lifecycle(call):
+        assert driver.report(client, call, webhook)[0] == 200
+    call.refresh_from_db()
+    assert call.status == "in-progress"
+    return call
+
+
+def first_verdict(driver: Driver, answered_by: str, *, greeting_ended: bool) -> str:
+    return next(
+        sent for sent, by, ended in driver.verdicts if (by, ended) == (answered_by, greeting_ended)
+    )
+
+
+DETECTION_ON_THE_WIRE = {
+    "twilio": lambda call, on_machine: {
+        "MachineDetection": ["DetectMessageEnd" if on_machine == "leave_message" else "Enable"],
+        "AsyncAmd": ["true"],
+        "AsyncAmdStatusCallback": [f"{PUBLIC_BASE}/webhooks/calls/{call.pk}/status"],
+        "AsyncAmdStatusCallbackMethod": ["POST"],
+    },
+    "telnyx": lambda call, on_machine: {
+        "answering_machine_detection": (
+            "greeting_end" if on_machine == "leave_message" else "detect"
+        )
+    },
+    "vonage": lambda call, on_machine: {
+        "advanced_machine_detection": {
+            "behavior": "continue",
+            "mode": "default",
+            **({"beep_timeout": 45} if on_machine == "leave_message" else {}),
+        }
+    },
+}
+
+
+@pytest.mark.parametrize("on_machine", ["hangup", "leave_message", "continue"])
+@pytest.mark.parametrize("driver", chosen("detects_machines", "dials_over_the_wire"))
+def test_detection_is_asked_of_the_providers_own_detection_without_keeping_anyone_waiting(
+    tenant: Tenant, driver: Driver, on_machine: str
+) -> None:
+    driver.number(tenant)
+    with driver.wire() as wire:
+        driver.accept(wire)
+        response = initiate(tenant, variables={"name": "Jo"}, voicemail=voicemail(on_machine))
+
+    assert response.status_code == 200, response.json()
+    call = Call.objects.get()
+    assert driver.detection_sent(wire) == DETECTION_ON_THE_WIRE[driver.name](call, on_machine)
+    spoken = SPOKEN if on_machine == "leave_message" else ""
+    assert call.voicemail == {"on_machine": on_machine, "message": spoken}
+    assert (call.status, call.answered_by) == ("initiated", None)
+
+
+@pytest.mark.parametrize("driver", chosen("dials_over_the_wire"))
+def test_a_call_that_does_not_ask_sends_no_detection(tenant: Tenant, driver: Driver) -> None:
+    driver.number(tenant)
+    with driver.wire() as wire:
+        driver.accept(wire)
+        # detect: false is the same as no voicemail at all.
+        response = initiate(tenant, voicemail={"detect": False, "on_machine": "hangup"})
+
+    assert response.status_code == 200, response.json()
+    call = Call.objects.get()
+    driver.assert_placed(wire, call)  # exactly the plain dial, nothing more
+    assert (call.voicemail, call.answered_by) == (None, None)
+
+
+@pytest.mark.parametrize("driver", drivers(unless="detects_machines"))
+def test_a_provider_without_machine_detection_refuses_voicemail_and_dials_nothing(
+    tenant: Tenant, driver: Driver
+) -> None:
+    driver.number(tenant)
+    with driver.wire() as wire:
+        response = initiate(tenant, voicemail={"on_machine": "hangup"})
+
+    provider = get_provider(driver.name)
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "detail": f"{provider.label} numbers cannot detect answering machines: leave "
+            "voicemail out, or call from a Twilio, Telnyx, Vonage or sandbox number."
+        },
+    )
+    assert wire.sent == []
+    assert Call.objects.count() == 0
+    assert list(LedgerEntry.objects.values_list("kind", flat=True)) == ["top_up"]
+    assert_money_consistent(tenant.organization)
+
+
+VERDICTS = [
+    pytest.param(d, sent, by, ended, id=f"{d.name}-{sent}")
+    for d in DRIVERS
+    if d.detects_machines and d.plays_out_calls
+    for sent, by, ended in d.verdicts
+]
+
+
+@pytest.mark.parametrize(("driver", "sent", "answered_by", "greeting_ended"), VERDICTS)
+def test_each_verdict_lands_on_the_call_as_answered_by_once(
+    client, tenant: Tenant, driver: Driver, sent: str, answered_by: str, greeting_ended: bool
+) -> None:
+    call = answered_detecting(client, tenant, driver, "continue")
+    webhook = driver.verdict(call, sent)
+    parsed = get_provider(driver.name).parse_detection(
+        WebhookRequest(
+            url="", method="POST", headers={}, body=webhook.body, form=webhook.form or {}
+        )
+    )
+    assert parsed is not None
+    assert (parsed.answered_by, parsed.greeting_ended) == (answered_by, greeting_ended)
+
+    with driver.wire() as wire:
+        first = driver.report(client, call, webhook)
+        again = driver.report(client, call, webhook)
+
+    keeps = "Applied: the assistant keeps the call"
+    if answered_by in ("machine", "fax"):
+        keeps += " (on_machine: continue)"
+    assert first == (200, {"detail": f"{keeps}."})
+    assert again == (200, {"detail": "Ignored: already applied."})
+    assert wire.sent == []  # "continue": nothing is asked of the provider
+    call.refresh_from_db()
+    assert (call.status, call.answered_by, call.end_reason) == ("in-progress", answered_by, "")
+    event = CallEvent.objects.filter(call=call).last()
+    assert (event.status, event.source) == ("in-progress", driver.name)
+    assert event.detail["answered_by"] == answered_by
+    told = WebhookEvent.objects.filter(subject_id=call.pk, type="call.answered_by")
+    assert [e.data["answered_by"] for e in told] == [answered_by]
+
+
+@pytest.mark.parametrize("driver", chosen("detects_machines", "plays_out_calls"))
+def test_a_verdict_for_another_leg_or_signed_by_someone_else_changes_nothing(
+    client, tenant: Tenant, driver: Driver
+) -> None:
+    call = answered_detecting(client, tenant, driver, "hangup")
+    machine = first_verdict(driver, "machine", greeting_ended=False)
+    path = f"/webhooks/calls/{call.pk}/status"
+    webhook = driver.verdict(call, machine)
+
+    with driver.wire() as wire:
+        other_leg = driver.report(client, call, driver.verdict(call, machine, leg="leg-0999"))
+        forged = send(client, path, webhook, driver.sign(PUBLIC_BASE + path, webhook, forged=True))
+
+    assert other_leg == (200, {"detail": "Ignored: an event for another leg of the call."})
+    assert (forged.status_code, forged.json()) == (403, {"detail": "Invalid webhook signature."})
+    assert wire.sent == []
+    call.refresh_from_db()
+    assert (call.answered_by, call.end_reason, call.status) == (None, "", "in-progress")
+    assert not WebhookEvent.objects.filter(type="call.answered_by").exists()
+
+
+@pytest.mark.parametrize("driver", chosen("detects_machines", "plays_out_calls"))
+def test_a_machine_is_hung_up_on_at_once_and_charged_only_the_seconds_used(
+    client, tenant: Tenant, driver: Driver
+) -> None:
+    call = answered_detecting(client, tenant, driver, "hangup")
+    machine = first_verdict(driver, "machine", greeting_ended=False)
+
+    with driver.wire() as wire:
+        driver.accept_commands(wire, call)
+        response = driver.report(client, call, driver.verdict(call, machine))
+        asked = driver.commands(wire)
+        again = driver.report(client, call, driver.verdict(call, machine))
+        asked_again = driver.commands(wire)
+
+    assert response == (200, {"detail": "Applied: hanging up on the machine."})
+    assert asked == [HUNG_UP[driver.name](call)]
+    assert again == (200, {"detail": "Ignored: already applied."})
+    assert asked_again == asked  # asked once
+    call.refresh_from_db()
+    assert (call.status, call.answered_by) == ("in-progress", "machine")
+    ended = driver.event(call, "completed", duration=3)
+    assert driver.report(client, call, ended) == (200, {"detail": "Applied."})
+    settle_on_the_record(driver, call, talked=3)
+    call.refresh_from_db()
+    assert (call.status, call.duration_seconds, call.cost_cents) == ("completed", 3, 1)
+    assert call.end_reason == "Answered by a machine: hung up on detection."
+    assert_money_consistent(tenant.organization)
+
+
+# Vonage's detection never says fax (a fax is a machine to it).
+@pytest.mark.parametrize(
+    "driver",
+    [
+        d
+        for d in chosen("detects_machines", "plays_out_calls")
+        if "fax" in str(d.values[0].verdicts)
+    ],
+)
+def test_a_fax_is_hung_up_on_even_when_a_message_was_to_be_left(
+    client, tenant: Tenant, driver: Driver
+) -> None:
+    fax = [sent for sent, by, _ in driver.verdicts if by == "fax"]
+    call = answered_detecting(client, tenant, driver, "leave_message")
+
+    with driver.wire() as wire:
+        driver.accept_commands(wire, call)
+        response = driver.report(client, call, driver.verdict(call, fax[0]))
+        asked = driver.commands(wire)
+
+    assert response == (200, {"detail": "Applied: hanging up on the fax machine."})
+    assert asked == [HUNG_UP[driver.name](call)]
+    call.refresh_from_db()
+    assert (call.answered_by, call.end_reason) == (
+        "fax",
+        "Answered by a fax machine: hung up on detection.",
+    )
+
+
+LEFT_MESSAGE = {
+    "twilio": lambda call: [
+        (
+            "POST",
+            f"{call.call_sid}.json",
+            {
+                "Twiml": [
+                    '<?xml version="1.0" encoding="UTF-8"?><Response>'
+                    f"<Say>{SPOKEN}</Say><Hangup /></Response>"
+                ]
+            },
+        )
+    ],
+    "telnyx": lambda call: [
+        ("POST", f"/v2/calls/{call.call_sid}/actions/streaming_stop", {}),
+        (
+            "POST",
+            f"/v2/calls/{call.call_sid}/actions/speak",
+            {
+                "payload": SPOKEN,
+                "voice": "AWS.Polly.Joanna-Neural",
+                "command_id": f"voicemail-{call.pk}",
+            },
+        ),
+    ],
+    "vonage": lambda call: [
+        (
+            "PUT",
+            call.call_sid,
+            {
+                "action": "transfer",
+                "destination": {"type": "ncco", "ncco": [{"text": SPOKEN, "action": "talk"}]},
+            },
+        )
+    ],
+}
+
+
+@pytest.mark.parametrize("driver", chosen("detects_machines", "plays_out_calls"))
+def test_a_machine_gets_the_message_after_its_beep_and_then_the_call_ends(
+    client, tenant: Tenant, driver: Driver
+) -> None:
+    call = answered_detecting(client, tenant, driver, "leave_message")
+    machine = first_verdict(driver, "machine", greeting_ended=False)
+    beep = first_verdict(driver, "machine", greeting_ended=True)
+
+    with driver.wire() as wire:
+        driver.accept_commands(wire, call)
+        verdict = driver.report(client, call, driver.verdict(call, machine))
+        asked_at_the_verdict = driver.commands(wire)
+        greeting_over = driver.report(client, call, driver.verdict(call, beep))
+        asked = driver.commands(wire)
+        played = driver.message_played(call)
+        if played is not None:  # the provider says it was said: we end the call
+            assert driver.report(client, call, played) == (
+                200,
+                {"detail": "Applied: the message was played: hanging up."},
+            )
+        asked_after = driver.commands(wire)[len(asked) :]
+
+    assert verdict == (200, {"detail": "Applied: waiting for the end of the machine's greeting."})
+    assert asked_at_the_verdict == []  # the greeting is still playing
+    assert greeting_over == (200, {"detail": "Applied: the greeting ended: leaving the message."})
+    assert asked == LEFT_MESSAGE[driver.name](call)
+    assert asked_after == ([] if played is None else [HUNG_UP[driver.name](call)])
+    ended = driver.event(call, "completed", duration=14)
+    assert driver.report(client, call, ended) == (200, {"detail": "Applied."})
+    settle_on_the_record(driver, call, talked=14)
+    call.refresh_from_db()
+    assert (call.status, call.answered_by, call.duration_seconds, call.cost_cents) == (
+        "completed",
+        "machine",
+        14,
+        3,
+    )
+    assert call.end_reason == (
+        "Answered by a machine: the voicemail message was left after the beep."
+    )
+    actions = [
+        e.detail["action"] for e in CallEvent.objects.filter(call=call) if "action" in e.detail
+    ]
+    assert actions == [
+        "waiting for the end of the machine's greeting",
+        "the greeting ended: leaving the message",
+    ]
+    assert_money_consistent(tenant.organization)
+
+
+@pytest.mark.parametrize("on_machine", ["hangup", "leave_message", "continue"])
+@pytest.mark.parametrize("driver", chosen("detects_machines", "sends_webhooks"))
+def test_the_answer_webhook_hands_a_known_machine_to_the_assistant_only_with_continue(
+    client, tenant: Tenant, driver: Driver, on_machine: str
+) -> None:
+    driver.number(tenant)
+    with driver.wire() as wire:
+        driver.accept(wire)
+        response = initiate(tenant, variables={"name": "Jo"}, voicemail=voicemail(on_machine))
+    call = Call.objects.get(pk=response.json()["call_id"])
+    Call.objects.filter(pk=call.pk).update(answered_by="machine")  # its verdict came first
+
+    path = f"/webhooks/calls/{call.pk}/answer"
+    answer = signed(client, driver, path, driver.answer_request(call))
+
+    provider = get_provider(driver.name)
+    assert answer.status_code == 200
+    call.refresh_from_db()
+    if on_machine == "continue":
+        assert driver.handed_over(answer["Content-Type"], answer.content)[0] == MEDIA_STREAM_URL
+        assert call.end_reason == ""
+        return
+    expected = (
+        provider.answer_with_message(SPOKEN)
+        if on_machine == "leave_message"
+        else provider.answer_with_hangup()
+    )
+    assert (answer["Content-Type"], answer.content.decode()) == (
+        expected.content_type,
+        expected.body,
+    )
+    assert MEDIA_STREAM_URL not in answer.content.decode()
+    assert (
+        call.end_reason
+        == {
+            "hangup": "Answered by a machine: hung up on detection.",
+            "leave_message": (
+                "Answered by a machine: the voicemail message was left after the beep."
+            ),
+        }[on_machine]
+    )
+    # Asked again (a retried answer webhook), the machine is not given the message twice.
+    again = signed(client, driver, path, driver.answer_request(call))
+    assert again.content.decode() == provider.answer_with_hangup().body
+
+
+@pytest.mark.parametrize("driver", chosen("detects_machines", "plays_out_calls"))
+def test_a_verdict_costs_a_fixed_number_of_queries(
+    client, tenant: Tenant, driver: Driver, django_assert_num_queries
+) -> None:
+    call = answered_detecting(client, tenant, driver, "continue")
+    human = first_verdict(driver, "human", greeting_ended=False)
+
+    with django_assert_num_queries(VERDICT):
+        response = driver.report(client, call, driver.verdict(call, human))
+
+    assert response[0] == 200
+    call.refresh_from_db()
+    assert call.answered_by == "human"
+
+
+# --- transfer ----------------------------------------------------------------------------------
+
+TRANSFER_TO = "+15557654321"
+
+TRANSFERRED = {
+    "twilio": lambda call: [
+        (
+            "POST",
+            f"{call.call_sid}.json",
+            {
+                "Twiml": [
+                    '<?xml version="1.0" encoding="UTF-8"?><Response>'
+                    f'<Dial callerId="{FROM}" timeLimit="500"><Number>{TRANSFER_TO}</Number>'
+                    "</Dial></Response>"
+                ]
+            },
+        )
+    ],
+    "telnyx": lambda call: [
+        ("POST", f"/v2/calls/{call.call_sid}/actions/streaming_stop", {}),
+        (
+            "POST",
+            f"/v2/calls/{call.call_sid}/actions/transfer",
+            {
+                "to": TRANSFER_TO,
+                "from": FROM,
+                "time_limit_secs": 500,
+                "command_id": mock.ANY,  # "transfer-<call id>-<when>": checked below
+            },
+        ),
+    ],
+    "vonage": lambda call: [
+        (
+            "PUT",
+            call.call_sid,
+            {
+                "action": "transfer",
+                "destination": {
+                    "type": "ncco",
+                    "ncco": [
+                        {
+                            "endpoint": [
+                                {"number": TRANSFER_TO.removeprefix("+"), "type": "phone"}
+                            ],
+                            "from": FROM.removeprefix("+"),
+                            "limit": 500,
+                            "action": "connect",
+                        }
+                    ],
+                },
+            },
+        )
+    ],
+    "sandbox": lambda call: [],
+}
+
+
+def answer(client, driver: Driver, call: Call) -> None:
+    if driver.plays_out_calls:
+        for webhook in driver.lifecycle(call):
+            assert driver.report(client, call, webhook)[0] == 200
+    else:
+        for step in (0, 1):  # rings, is answered
+            call_play_simulated(call_id=call.pk, step=step)
+    call.refresh_from_db()
+    assert call.status == "in-progress"
+
+
+@pytest.mark.parametrize("driver", chosen("can_transfer"))
+def test_transferring_a_call_in_progress_moves_it_on_and_it_is_billed_as_one_call(
+    client, tenant: Tenant, driver: Driver, placed: Call
+) -> None:
+    answer(client, driver, placed)
+    # 100 s of its 600 s have gone: the person gets what is left, and no more.
+    Call.objects.filter(pk=placed.pk).update(initiated_at=timezone.now() - timedelta(seconds=100))
+    placed.refresh_from_db()
+
+    with driver.wire() as wire:
+        driver.accept_commands(wire, placed)
+        response = tenant.client.post(
+            f"/calls/{placed.pk}/transfer", {"to_phone_number": TRANSFER_TO}, format="json"
+        )
+        asked = driver.commands(wire)
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    placed.refresh_from_db()
+    assert (body["status"], body["transferred_to"]) == ("in-progress", TRANSFER_TO)
+    assert (placed.status, placed.transferred_to) == ("in-progress", TRANSFER_TO)
+    assert placed.transferred_at is not None
+    assert body["transferred_at"] == placed.transferred_at.isoformat().replace("+00:00", "Z")
+    assert asked == TRANSFERRED[driver.name](placed)
+    if driver.name == "telnyx":
+        assert asked[1][2]["command_id"].startswith(f"transfer-{placed.pk}-")
+    event = CallEvent.objects.filter(call=placed).last()
+    assert (event.status, event.source, event.detail) == (
+        "in-progress",
+        driver.name,
+        {"transferred_to": TRANSFER_TO},
+    )
+    told = WebhookEvent.objects.filter(subject_id=placed.pk, type="call.transferred")
+    assert [e.data["transferred_to"] for e in told] == [TRANSFER_TO]
+
+    if driver.plays_out_calls:  # one call until the provider reports its end
+        ended = driver.event(placed, "completed", duration=125)
+        assert driver.report(client, placed, ended) == (200, {"detail": "Applied."})
+        settle_on_the_record(driver, placed, talked=125)
+        placed.refresh_from_db()
+        assert (placed.status, placed.duration_seconds, placed.cost_cents) == (
+            "completed",
+            125,
+            21,
+        )
+        charges = LedgerEntry.objects.filter(call_id=placed.pk, kind="charge")
+        assert [c.amount_cents for c in charges] == [-21]
+    assert_money_consistent(tenant.organization)
+
+
+@pytest.mark.parametrize("driver", chosen("can_transfer"))
+def test_a_call_not_in_progress_is_not_transferred(
+    client, tenant: Tenant, driver: Driver, placed: Call
+) -> None:
+    with driver.wire() as wire:
+        ringing = tenant.client.post(
+            f"/calls/{placed.pk}/transfer", {"to_phone_number": TRANSFER_TO}, format="json"
+        )
+    assert (ringing.status_code, ringing.json()) == (
+        409,
+        {"detail": "Only a call in progress can be transferred, and this call is initiated."},
+    )
+    Call.objects.filter(pk=placed.pk).update(status="completed")
+    with driver.wire() as wire:
+        over = tenant.client.post(
+            f"/calls/{placed.pk}/transfer", {"to_phone_number": TRANSFER_TO}, format="json"
+        )
+
+    assert (over.status_code, over.json()) == (
+        409,
+        {"detail": "Only a call in progress can be transferred, and this call is completed."},
+    )
+    assert wire.sent == []
+    placed.refresh_from_db()
+    assert (placed.transferred_to, placed.transferred_at) == ("", None)
+    assert not CallEvent.objects.filter(call=placed).exists()
+
+
+@pytest.mark.parametrize("driver", drivers())
+def test_another_organizations_call_cannot_be_transferred(
+    client, tenant: Tenant, outsider: Tenant, driver: Driver, placed: Call
+) -> None:
+    with driver.wire() as wire:
+        response = outsider.client.post(
+            f"/calls/{placed.pk}/transfer", {"to_phone_number": TRANSFER_TO}, format="json"
+        )
+    assert (response.status_code, response.json()) == (404, {"detail": "Not found."})
+    assert wire.sent == [] or not driver.dials_over_the_wire
+    placed.refresh_from_db()
+    assert (placed.status, placed.transferred_to) == ("initiated", "")
+
+
+@pytest.mark.parametrize("driver", drivers(unless="can_transfer"))
+def test_a_provider_that_cannot_transfer_says_so(
+    client, tenant: Tenant, driver: Driver, placed: Call
+) -> None:
+    answer(client, driver, placed)
+    with driver.wire() as wire:
+        response = tenant.client.post(
+            f"/calls/{placed.pk}/transfer", {"to_phone_number": TRANSFER_TO}, format="json"
+        )
+
+    label = get_provider(driver.name).label
+    assert (response.status_code, response.json()) == (
+        422,
+        {"detail": f"{label} calls cannot be transferred."},
+    )
+    assert wire.sent == []
+    placed.refresh_from_db()
+    assert (placed.status, placed.transferred_to) == ("in-progress", "")

@@ -61,6 +61,14 @@ KEY_USE = 1
 #   5. INSERT the outbox's call.status_changed (one statement, see INITIATE)
 #   6. RELEASE SAVEPOINT / COMMIT
 STATUS = 6
+# A machine-detection verdict (answered_by) that asks nothing of the provider:
+#   1. SELECT the call LEFT JOIN its provider account, by id (primary key)
+#   2. SAVEPOINT / BEGIN
+#   3. UPDATE the call's answered_by, claimed: WHERE id = ... AND answered_by IS NULL
+#   4. INSERT the call event
+#   5. INSERT the outbox's call.answered_by
+#   6. RELEASE SAVEPOINT / COMMIT
+VERDICT = 6
 # A final status (completed, busy, ...): the same, and settling the money before the commit:
 #   +1 SELECT the balance FOR UPDATE (by organization, unique)
 #   +1 UPDATE the balance (once, however many ledger rows)
@@ -143,6 +151,22 @@ class TestInitiate:
             response = tenant.client.post("/calls/initiate", body("+15551234567"), format="json")
 
         assert_initiated(response, tenant, "SB")
+
+    def test_with_machine_detection_it_sends_the_same(
+        self, tenant: Tenant, sandbox_number, django_assert_num_queries
+    ) -> None:
+        key_used_just_now(tenant)
+        voicemail = {"on_machine": "leave_message", "message": "Hi {{name}}, call us back."}
+
+        with django_assert_num_queries(INITIATE):  # the settings ride in the call's INSERT
+            response = tenant.client.post(
+                "/calls/initiate",
+                body("+15551234567", variables={"name": "Jo"}, voicemail=voicemail),
+                format="json",
+            )
+
+        call = assert_initiated(response, tenant, "SB")
+        assert call.voicemail == {"on_machine": "leave_message", "message": "Hi Jo, call us back."}
 
     def test_with_an_assistant_override_it_sends_eight(
         self, tenant: Tenant, sandbox_number, django_assert_num_queries

@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from billing.errors import InsufficientBalance
 from calls.errors import (
+    CallNotInProgress,
     IdempotencyKeyInFlight,
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
@@ -73,6 +74,7 @@ def test_the_schema_is_public_and_lists_only_the_client_api(schema: dict[str, An
         "/calls": ["get"],
         "/calls/{call_id}": ["get"],
         "/calls/{call_id}/hangup": ["post"],
+        "/calls/{call_id}/transfer": ["post"],
         "/calls/initiate": ["post"],
         "/webhook-endpoints": ["get", "post"],
         "/webhook-endpoints/{endpoint_id}": ["delete", "get", "patch"],
@@ -90,6 +92,28 @@ def test_hanging_up_documents_its_answers(schema: dict[str, Any]) -> None:
         "$ref": "#/components/schemas/CallDetail"
     }
     assert "requestBody" not in operation
+
+
+def test_transferring_documents_its_answers(schema: dict[str, Any]) -> None:
+    operation = schema["paths"]["/calls/{call_id}/transfer"]["post"]
+
+    assert sorted(operation["responses"]) == [
+        "200", "400", "401", "404", "405", "409", "422", "429", "502",
+    ]  # fmt: skip
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CallDetail"
+    }
+    assert example_details(operation["responses"]["409"]) == [
+        CallNotInProgress("completed").message
+    ]
+    assert example_details(operation["responses"]["422"]) == [
+        "BYO SIP trunk calls cannot be transferred."
+    ]
+    body = schema["components"]["schemas"]["TransferCallRequest"]
+    assert (body["required"], list(body["properties"])) == (
+        ["to_phone_number"],
+        ["to_phone_number"],
+    )
 
 
 def test_every_operation_needs_the_bearer_key(schema: dict[str, Any]) -> None:
@@ -142,6 +166,7 @@ def test_initiate_documents_every_request_field_with_the_seeds_words(
         "agenda",
         "variables",
         "metadata",
+        "voicemail",
     ]
     descriptions = {name: field["description"] for name, field in body["properties"].items()}
     assert descriptions["from_phone_number"] == (
@@ -164,11 +189,25 @@ def test_initiate_documents_every_request_field_with_the_seeds_words(
     assert body["properties"]["variables"]["type"] == "object"
 
 
-def test_initiate_carries_the_seeds_three_request_examples(schema: dict[str, Any]) -> None:
+def test_initiate_carries_the_seeds_three_request_examples_and_a_voicemail_one(
+    schema: dict[str, Any],
+) -> None:
     request_body = schema["paths"]["/calls/initiate"]["post"]["requestBody"]
     examples = request_body["content"]["application/json"]["examples"]
 
-    assert {name: example["value"] for name, example in examples.items()} == (SEED_REQUEST_EXAMPLES)
+    assert {name: example["value"] for name, example in examples.items()} == {
+        **SEED_REQUEST_EXAMPLES,
+        "CallWithVoicemail": {
+            "from_phone_number": "+15551234567",
+            "to_phone_number": "+15559876543",
+            "variables": {"name": "John Doe"},
+            "voicemail": {
+                "detect": True,
+                "on_machine": "leave_message",
+                "message": "Hi {{name}}, this is Acme Dental. Please call us back.",
+            },
+        },
+    }
     assert list(request_body["content"]) == ["application/json"]
 
 
@@ -225,7 +264,11 @@ def test_the_error_examples_are_the_seeds_and_the_apis_own_sentences(
     assert example_details(responses["503"]) == [ProviderUnavailable.default_message]
     assert example_details(responses["504"]) == [ProviderTimedOut.default_message]
     assert example_details(responses["409"]) == [IdempotencyKeyInFlight.default_message]
-    assert example_details(responses["422"]) == [IdempotencyKeyReused.default_message]
+    assert example_details(responses["422"]) == [
+        IdempotencyKeyReused.default_message,
+        "BYO SIP trunk numbers cannot detect answering machines: leave voicemail out, or call "
+        "from a Twilio, Telnyx, Vonage or sandbox number.",
+    ]
     assert example_details(responses["429"]) == [
         "Too many simultaneous calls: your organization's limit is 10. "
         "Try again when a call has ended.",
@@ -268,7 +311,7 @@ def test_a_replayed_answer_is_marked_on_every_status_that_can_be_replayed(
         if "Idempotent-Replayed" in response.get("headers", {})
     )
     # A kept answer is any the request reached once it ran (calls/idempotency.py).
-    assert marked == ["200", "400", "402", "404", "502", "504"]
+    assert marked == ["200", "400", "402", "404", "422", "502", "504"]
     assert responses["200"]["headers"]["Idempotent-Replayed"]["schema"] == {
         "type": "string",
         "enum": ["true"],

@@ -87,7 +87,7 @@ def test_a_call_cut_by_our_time_limit_is_charged_up_to_the_limit(
     assert_money_consistent(tenant.organization)
 
 
-def test_a_machine_detection_result_is_acknowledged_and_changes_nothing(
+def test_a_machine_detection_result_for_a_call_that_did_not_ask_changes_nothing(
     client, placed: Call
 ) -> None:
     body = {
@@ -103,9 +103,9 @@ def test_a_machine_detection_result_is_acknowledged_and_changes_nothing(
 
     response = signed(client, telnyx, f"/webhooks/calls/{placed.pk}/status", webhook)
 
-    assert response.json() == {"detail": "Ignored: no lifecycle change."}
+    assert response.json() == {"detail": "Ignored: the call did not ask for machine detection."}
     placed.refresh_from_db()
-    assert placed.status == "initiated"
+    assert (placed.status, placed.answered_by) == ("initiated", None)
     assert CallEvent.objects.count() == 0
 
 

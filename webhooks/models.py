@@ -17,6 +17,9 @@ from burki.crypto import EncryptedTextField
 EVENT_TYPES = {
     "call.status_changed": "A call's status changed.",
     "call.ended": "A call is over and its money settled: the last event of every call.",
+    "call.answered_by": "The provider's answering-machine detection said who answered a call "
+    "(`answered_by`).",
+    "call.transferred": "A call in progress was transferred (`transferred_to`).",
 }
 
 

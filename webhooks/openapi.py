@@ -42,7 +42,11 @@ BAD_BODY = {
     400: error_response(
         "A field is missing or invalid; `errors` says which. Nothing was changed.",
         ("Private address", "url must not point at a private address"),
-        ("Unknown event type", "events: each must be one of call.status_changed, call.ended"),
+        (
+            "Unknown event type",
+            "events: each must be one of call.status_changed, call.ended, call.answered_by, "
+            "call.transferred",
+        ),
     )
 }
 

@@ -66,6 +66,18 @@ class CallContext:
 
 
 @dataclass(frozen=True)
+class MachineDetection:
+    """The provider's own answering-machine detection, asked for when the call is placed."""
+
+    on_machine: str  # a telephony.states.OnMachine value
+
+    @property
+    def waits_for_the_beep(self) -> bool:
+        """The verdict must come with (or be followed by) the end of the machine's greeting."""
+        return self.on_machine == "leave_message"
+
+
+@dataclass(frozen=True)
 class OutboundCall:
     from_number: str  # E.164
     to_number: str  # E.164
@@ -75,6 +87,8 @@ class OutboundCall:
     status_url: str
     media_stream_url: str
     context: CallContext
+    # None: no detection asked for (the call is handed to the assistant whoever answers).
+    machine_detection: MachineDetection | None = None
 
     @property
     def call_id(self) -> str:
@@ -103,11 +117,30 @@ class StatusEvent:
 
 
 @dataclass(frozen=True)
+class DetectionEvent:
+    """What a provider's answering-machine detection reported about a call (a verified webhook,
+    or a step of a simulated call)."""
+
+    # A telephony.states.AnsweredBy value; "" when the event does not say who answered (the end
+    # of a greeting, a message played).
+    answered_by: str = ""
+    # The machine's greeting is over (its beep, or the silence after it): a message left now is
+    # recorded whole.
+    greeting_ended: bool = False
+    # The message we had it play (`leave_message`) has been played: the call may end.
+    message_played: bool = False
+    provider_call_id: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict)  # kept on the call's timeline
+
+
+@dataclass(frozen=True)
 class ScriptStep:
-    """One event of a simulated call, `at_seconds` after the call was placed."""
+    """One event of a simulated call, `at_seconds` after the call was placed: a lifecycle event,
+    or (`detection`) what its machine detection reports, played only on a call that asked."""
 
     at_seconds: float
     event: StatusEvent
+    detection: DetectionEvent | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +152,14 @@ class CallRecordQuery:
     to_number: str  # E.164
     time_limit_seconds: int
     placed_at: datetime  # when the provider accepted it
+    # Our number the call was placed from (E.164): the caller id a transfer presents.
+    from_number: str = ""
+
+    def seconds_left(self, now: datetime) -> int:
+        """What is left of the call's time limit, counted from when the provider accepted it
+        (the answer came later, so this is never more than the provider still allows)."""
+        used = int((now - self.placed_at).total_seconds())
+        return max(1, self.time_limit_seconds - used)
 
 
 @dataclass(frozen=True)
@@ -168,6 +209,10 @@ class Provider:
     reports_liveness: ClassVar[bool] = False
     # It can move a call in progress on to another number and leave it (`transfer`).
     can_transfer: ClassVar[bool] = False
+    # It runs answering-machine detection on a call that asks (`OutboundCall.machine_detection`)
+    # without keeping the callee waiting, reports the verdict (`parse_detection`), and can
+    # leave a message with its own text-to-speech (`leave_message`).
+    can_detect_machines: ClassVar[bool] = False
 
     def __init__(self, *, name: str, label: str) -> None:
         self.name = name
@@ -204,6 +249,19 @@ class Provider:
         id, until the provider reports its end. Raises ProviderError."""
         raise NotImplementedError
 
+    def leave_message(
+        self, query: CallRecordQuery, account: Account, *, message: str
+    ) -> StatusEvent | None:
+        """For a provider that `can_detect_machines`: play `message` into the answered call with
+        the provider's text-to-speech, in place of whatever the call was doing, then end it.
+        Returns None when the provider reports the end itself, or the final event when nobody
+        else will (the sandbox). Raises ProviderError."""
+        raise NotImplementedError
+
+    def parse_detection(self, request: WebhookRequest) -> DetectionEvent | None:
+        """The machine-detection result a verified webhook carries (None: none)."""
+        return None
+
     def call_script(
         self, *, call_sid: str, to_number: str, time_limit_seconds: int
     ) -> list[ScriptStep]:
@@ -223,6 +281,12 @@ class Provider:
     def answer(self, context: CallContext, media_stream_url: str) -> WebhookAnswer:
         """Instructions that hand an answered call to the assistant's media stream."""
         raise NotImplementedError
+
+    def answer_with_message(self, message: str) -> WebhookAnswer:
+        """Instructions that play `message` into an answered call and then end it, handing it
+        to no one (a machine known to have answered before the call was handed over)."""
+        body = json.dumps({"say": message, "hangup": True})
+        return WebhookAnswer(body=body, content_type="application/json")
 
     def answer_with_hangup(self) -> WebhookAnswer:
         """Instructions that end an answered call at once, handing it to no one (a call that is

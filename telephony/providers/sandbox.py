@@ -8,7 +8,12 @@ would. Nobody has to read the call for it to end.
 
 The last digits of the destination choose the outcome, so every path can be tried:
   ...0002 busy, ...0003 no answer, ...0500 the provider refuses (502), ...0504 it times out (504);
+  ...0009 an answering machine answers: its greeting, then a beep, then it records until it
+  hangs up after MACHINE_RECORDS_SECONDS;
   anything else rings, is answered and hangs up after 15-60 s (never past the time limit).
+
+A call that asked for machine detection is told who answered DETECTED_AT seconds in (a person,
+or for ...0009 a machine, whose beep comes at BEEP_AT); a call that did not is told nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from telephony.providers.base import (
     Account,
     CallContext,
     CallRecordQuery,
+    DetectionEvent,
     OutboundCall,
     PlacedCallQuery,
     Provider,
@@ -36,11 +42,17 @@ from telephony.providers.base import (
     WebhookRejected,
     WebhookRequest,
 )
-from telephony.states import CallState
+from telephony.states import AnsweredBy, CallState
 
 RING_AT = 1
 ANSWER_AT = 4
 OUTCOME_AT = 6
+DETECTED_AT = 6  # machine detection's verdict, 2 s after the answer
+BEEP_AT = 12  # the machine's greeting is over
+MACHINE_RECORDS_SECONDS = 40  # from its answer until the machine hangs up
+MACHINE_GREETING = "Hi, you've reached Sam. Leave a message after the beep."
+# How fast the sandbox "says" a voicemail message.
+WORDS_PER_SECOND = 2.5
 
 
 class SandboxProvider(Provider):
@@ -50,6 +62,8 @@ class SandboxProvider(Provider):
     can_hang_up = True
     simulates_calls = True
     sends_webhooks = False
+    can_transfer = True
+    can_detect_machines = True
 
     def place_call(self, call: OutboundCall, account: Account) -> str:
         if call.to_number.endswith("0500"):
@@ -71,7 +85,7 @@ class SandboxProvider(Provider):
             to_number=query.to_number,
             time_limit_seconds=query.time_limit_seconds,
         )
-        reached = [step for step in script if step.at_seconds <= elapsed]
+        reached = [step for step in script if step.at_seconds <= elapsed and step.detection is None]
         if not reached:
             return StatusEvent(state=CallState.INITIATED, provider_call_id=query.call_sid)
         step = reached[-1]
@@ -87,12 +101,33 @@ class SandboxProvider(Provider):
                 CallState.CANCELED, query.call_sid, 0, reason, occurred_at=timezone.now()
             )
         elapsed = (timezone.now() - query.placed_at).total_seconds() * settings.SANDBOX_TIME_SCALE
-        talk = self.talk_seconds(query.call_sid, query.time_limit_seconds)
-        talked = int(min(max(0.0, elapsed - ANSWER_AT), talk))
+        talked = int(min(max(0.0, elapsed - ANSWER_AT), self.scripted_talk(query)))
         ended_at = query.placed_at + timedelta(seconds=ANSWER_AT + talked)
         return StatusEvent(
             CallState.COMPLETED, query.call_sid, talked, reason, occurred_at=ended_at
         )
+
+    def leave_message(
+        self, query: CallRecordQuery, account: Account, *, message: str
+    ) -> StatusEvent | None:
+        """The message is said from now, at WORDS_PER_SECOND, then the call ends: that end is
+        reported here, on the call's own clock, nobody else reporting it."""
+        elapsed = (timezone.now() - query.placed_at).total_seconds() * settings.SANDBOX_TIME_SCALE
+        speaking = max(1, round(len(message.split()) / WORDS_PER_SECOND))
+        # Never past the script's own end (a machine stops recording then).
+        talked = int(min(max(0.0, elapsed - ANSWER_AT) + speaking, self.scripted_talk(query)))
+        ended_at = query.placed_at + timedelta(seconds=ANSWER_AT + talked)
+        return StatusEvent(
+            CallState.COMPLETED,
+            query.call_sid,
+            talked,
+            f"the message was played ({speaking} s), then the call hung up",
+            occurred_at=ended_at,
+        )
+
+    def transfer(self, query: CallRecordQuery, account: Account, *, to_number: str) -> None:
+        """Moved on as a provider would: the callee now talks with `to_number`, and the call
+        plays out the rest of its script, ending when it would have."""
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         # Nothing outside this process speaks for the sandbox.
@@ -104,6 +139,13 @@ class SandboxProvider(Provider):
     def answer(self, context: CallContext, media_stream_url: str) -> WebhookAnswer:
         body = {"stream_url": media_stream_url, "parameters": context.as_parameters()}
         return WebhookAnswer(body=json.dumps(body), content_type="application/json")
+
+    @classmethod
+    def scripted_talk(cls, query: CallRecordQuery) -> int:
+        """How long the call's script has it talk after the answer."""
+        if query.to_number.endswith("0009"):
+            return min(MACHINE_RECORDS_SECONDS, query.time_limit_seconds)
+        return cls.talk_seconds(query.call_sid, query.time_limit_seconds)
 
     @staticmethod
     def talk_seconds(call_sid: str, time_limit_seconds: int) -> int:
@@ -122,13 +164,37 @@ class SandboxProvider(Provider):
             script.append(
                 ScriptStep(OUTCOME_AT, StatusEvent(CallState.NO_ANSWER, call_sid, 0, "no answer"))
             )
+        elif to_number.endswith("0009"):
+            talk = min(MACHINE_RECORDS_SECONDS, time_limit_seconds)
+            answered = StatusEvent(CallState.IN_PROGRESS, call_sid)
+            machine = AnsweredBy.MACHINE
+            script += [
+                ScriptStep(ANSWER_AT, answered),
+                ScriptStep(
+                    DETECTED_AT,
+                    answered,
+                    DetectionEvent(machine, raw={"greeting": MACHINE_GREETING}),
+                ),
+                ScriptStep(
+                    BEEP_AT, answered, DetectionEvent(machine, True, raw={"beep": "detected"})
+                ),
+                ScriptStep(
+                    ANSWER_AT + talk,
+                    StatusEvent(
+                        CallState.COMPLETED, call_sid, talk, reason="the answering machine hung up"
+                    ),
+                ),
+            ]
         else:
             talk = self.talk_seconds(call_sid, time_limit_seconds)
-            script.append(ScriptStep(ANSWER_AT, StatusEvent(CallState.IN_PROGRESS, call_sid)))
-            script.append(
+            answered = StatusEvent(CallState.IN_PROGRESS, call_sid)
+            script += [
+                ScriptStep(ANSWER_AT, answered),
+                ScriptStep(DETECTED_AT, answered, DetectionEvent(AnsweredBy.HUMAN)),
                 ScriptStep(
                     ANSWER_AT + talk,
                     StatusEvent(CallState.COMPLETED, call_sid, talk, reason="callee hung up"),
-                )
-            )
-        return script
+                ),
+            ]
+        # In time order: a verdict after a short call's end is never played.
+        return sorted(script, key=lambda step: step.at_seconds)

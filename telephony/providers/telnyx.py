@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Final
@@ -17,6 +18,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import httpx
 import telnyx
 from django.conf import settings
+from django.utils import timezone
 from telnyx.lib.webhook_verification import WebhookVerificationError, verify_webhook_signature
 
 from telephony.providers.base import (
@@ -24,6 +26,7 @@ from telephony.providers.base import (
     AccountField,
     CallContext,
     CallRecordQuery,
+    DetectionEvent,
     OutboundCall,
     Provider,
     ProviderError,
@@ -33,7 +36,7 @@ from telephony.providers.base import (
     WebhookRequest,
 )
 from telephony.providers.parsing import error_detail
-from telephony.states import CallState
+from telephony.states import AnsweredBy, CallState
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +69,30 @@ EVENT_STATES = {
     "call.answered": CallState.IN_PROGRESS,
 }
 
-# Kept on the call's timeline; the machine-detection results say who (or what) answered.
-MACHINE_DETECTION_EVENTS = frozenset(
-    {
-        "call.machine.detection.ended",
-        "call.machine.greeting.ended",
-        "call.machine.premium.detection.ended",
-        "call.machine.premium.greeting.ended",
-    }
+# Machine detection's verdicts: the event's `result` → who answered.
+DETECTION_RESULTS = {
+    "call.machine.detection.ended": {
+        "human": AnsweredBy.HUMAN,
+        "machine": AnsweredBy.MACHINE,
+        "not_sure": AnsweredBy.UNKNOWN,
+    },
+    "call.machine.premium.detection.ended": {
+        "human_residence": AnsweredBy.HUMAN,
+        "human_business": AnsweredBy.HUMAN,
+        "machine": AnsweredBy.MACHINE,
+        "fax_detected": AnsweredBy.FAX,
+        "silence": AnsweredBy.UNKNOWN,
+        "not_sure": AnsweredBy.UNKNOWN,
+    },
+}
+# The end of a machine's greeting (a beep, or silence): sent only for a machine.
+GREETING_ENDED_EVENTS = frozenset(
+    {"call.machine.greeting.ended", "call.machine.premium.greeting.ended"}
 )
+# Our voicemail message (a `speak` command) has been played.
+SPEAK_ENDED = "call.speak.ended"
+# Telnyx's text-to-speech voice for a voicemail message.
+VOICEMAIL_VOICE: Final = "AWS.Polly.Joanna-Neural"
 
 
 class _BoundedTelnyx(telnyx.Telnyx):
@@ -136,6 +154,8 @@ class TelnyxProvider(Provider):
     # ended, not how long it was answered: the talk time is measured from call.answered.
     can_fetch_calls = True
     can_hang_up = True
+    can_transfer = True
+    can_detect_machines = True
 
     def client(self, account: Account) -> telnyx.Telnyx:
         timeout = settings.PROVIDER_TIMEOUT_SECONDS / (MAX_RETRIES + 1)
@@ -162,6 +182,7 @@ class TelnyxProvider(Provider):
                 timeout_secs=call.ring_timeout_seconds,
                 stream_url=stream_url(call.media_stream_url, call.context),
                 stream_track=STREAM_TRACK,
+                **self.machine_detection(call),
             )
         except telnyx.APIStatusError as exc:
             raise ProviderError(
@@ -176,6 +197,15 @@ class TelnyxProvider(Provider):
         if data is None or not data.call_control_id:
             raise ProviderError("Telnyx accepted the call but returned no call id.")
         return str(data.call_control_id)
+
+    @staticmethod
+    def machine_detection(call: OutboundCall) -> dict[str, Any]:
+        """Telnyx detects while the call streams (nobody waits for it) and posts its verdict as
+        an event; `greeting_end` also reports the end of a machine's greeting."""
+        if call.machine_detection is None:
+            return {}
+        mode = "greeting_end" if call.machine_detection.waits_for_the_beep else "detect"
+        return {"answering_machine_detection": mode}
 
     def fetch_call(self, query: CallRecordQuery, account: Account) -> StatusEvent | None:
         try:
@@ -198,21 +228,67 @@ class TelnyxProvider(Provider):
             occurred_at=_timestamp(record.end_time),
         )
 
-    def hang_up(
-        self, query: CallRecordQuery, account: Account, *, answered: bool
-    ) -> StatusEvent | None:
+    @staticmethod
+    def command(send: Callable[[], object]) -> None:
+        """Send one call-control command. Raises ProviderError."""
         try:
-            # command_id: a retried hang-up is the same command to Telnyx.
-            self.client(account).calls.actions.hangup(
-                query.call_sid, command_id=f"hangup-{query.call_id}"
-            )
+            send()
         except telnyx.APIStatusError as exc:
             raise ProviderError(
                 f"Telnyx refused: {error_detail(exc.body)} (HTTP {exc.status_code})"
             ) from exc
         except telnyx.APIError as exc:
             raise ProviderError("Could not reach Telnyx.") from exc
+
+    def stop_streaming(self, query: CallRecordQuery, account: Account) -> None:
+        """The assistant's stream leaves the call (it was part of the dial): it must not hear,
+        nor speak over, what the call does next. A stream already gone is no failure."""
+        actions = self.client(account).calls.actions
+        try:
+            self.command(lambda: actions.stop_streaming(query.call_sid))
+        except ProviderError as exc:
+            logger.info("telnyx call %s: stream not stopped: %s", query.call_id, exc)
+
+    def hang_up(
+        self, query: CallRecordQuery, account: Account, *, answered: bool
+    ) -> StatusEvent | None:
+        actions = self.client(account).calls.actions
+        # command_id: a retried hang-up is the same command to Telnyx.
+        self.command(lambda: actions.hangup(query.call_sid, command_id=f"hangup-{query.call_id}"))
         return None  # its call.hangup webhook reports the end
+
+    def leave_message(
+        self, query: CallRecordQuery, account: Account, *, message: str
+    ) -> StatusEvent | None:
+        # Spoken by Telnyx; its call.speak.ended event then has us hang up.
+        self.stop_streaming(query, account)
+        actions = self.client(account).calls.actions
+        self.command(
+            lambda: actions.speak(
+                query.call_sid,
+                payload=message,
+                voice=VOICEMAIL_VOICE,
+                command_id=f"voicemail-{query.call_id}",
+            )
+        )
+        return None
+
+    def transfer(self, query: CallRecordQuery, account: Account, *, to_number: str) -> None:
+        # Telnyx dials the person and bridges them to the callee; the call (our leg) lives until
+        # either hangs up, and never past what is left of its time limit.
+        self.stop_streaming(query, account)
+        actions = self.client(account).calls.actions
+        now = timezone.now()
+        self.command(
+            lambda: actions.transfer(
+                query.call_sid,
+                to=to_number,
+                from_=query.from_number or telnyx.omit,
+                time_limit_secs=query.seconds_left(now),
+                # The same command if the SDK sends it again; a later transfer is a new one.
+                command_id=f"transfer-{query.call_id}-{int(now.timestamp())}",
+            )
+        )
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         public_key = account.settings.get("public_key", "")
@@ -257,12 +333,39 @@ class TelnyxProvider(Provider):
             )
         progress = EVENT_STATES.get(event_type)
         if progress is None:
-            if event_type in MACHINE_DETECTION_EVENTS:
-                logger.info("telnyx %s: %s", event_type, payload.get("result", ""))
-            return None
+            return None  # machine detection's are parse_detection's
         return StatusEvent(
             state=progress, provider_call_id=call_control_id, raw=raw, occurred_at=occurred_at
         )
+
+    def parse_detection(self, request: WebhookRequest) -> DetectionEvent | None:
+        try:
+            data = json.loads(request.body)["data"]
+            event_type = str(data["event_type"])
+            payload = data.get("payload") or {}
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(payload, dict):
+            return None
+        result = str(payload.get("result") or "")
+        raw = {"event_type": event_type, **({"result": result} if result else {})}
+        call_control_id = str(payload.get("call_control_id") or "")
+        if event_type in DETECTION_RESULTS:
+            answered_by = DETECTION_RESULTS[event_type].get(result, AnsweredBy.UNKNOWN)
+            return DetectionEvent(
+                answered_by=answered_by, provider_call_id=call_control_id, raw=raw
+            )
+        if event_type in GREETING_ENDED_EVENTS:
+            return DetectionEvent(
+                answered_by=AnsweredBy.MACHINE,
+                greeting_ended=True,
+                provider_call_id=call_control_id,
+                raw=raw,
+            )
+        if event_type == SPEAK_ENDED:
+            raw["status"] = str(payload.get("status") or "")
+            return DetectionEvent(message_played=True, provider_call_id=call_control_id, raw=raw)
+        return None
 
     def answer(self, context: CallContext, media_stream_url: str) -> WebhookAnswer:
         # Telnyx never asks: the stream was set on the dial. This says what it was told.

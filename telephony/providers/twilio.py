@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from functools import cache
+from typing import Any
 
 import requests
 from django.conf import settings
+from django.utils import timezone
 from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
@@ -18,13 +20,14 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 from twilio.rest import Client
-from twilio.twiml.voice_response import Connect, VoiceResponse
+from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 from telephony.providers.base import (
     Account,
     AccountField,
     CallContext,
     CallRecordQuery,
+    DetectionEvent,
     OutboundCall,
     PlacedCallQuery,
     Provider,
@@ -35,7 +38,7 @@ from telephony.providers.base import (
     WebhookRequest,
 )
 from telephony.providers.parsing import sent_before_it_failed, whole_seconds
-from telephony.states import CallState
+from telephony.states import AnsweredBy, CallState
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,19 @@ STATES = {
     "no-answer": CallState.NO_ANSWER,
     "failed": CallState.FAILED,
     "canceled": CallState.CANCELED,
+}
+
+
+# AnsweredBy of the AsyncAmdStatusCallback → who answered. With DetectMessageEnd a machine's
+# verdict comes when its greeting ends (machine_end_*); with Enable, at once (machine_start).
+ANSWERED_BY = {
+    "human": AnsweredBy.HUMAN,
+    "machine_start": AnsweredBy.MACHINE,
+    "machine_end_beep": AnsweredBy.MACHINE,
+    "machine_end_silence": AnsweredBy.MACHINE,
+    "machine_end_other": AnsweredBy.MACHINE,
+    "fax": AnsweredBy.FAX,
+    "unknown": AnsweredBy.UNKNOWN,
 }
 
 
@@ -84,6 +100,8 @@ class TwilioProvider(Provider):
     can_fetch_calls = True
     can_hang_up = True
     account_can_forge_webhooks = True
+    can_transfer = True
+    can_detect_machines = True
 
     def client(self, account: Account) -> Client:
         client = Client(
@@ -108,6 +126,7 @@ class TwilioProvider(Provider):
                 status_callback_event=STATUS_EVENTS,
                 time_limit=call.time_limit_seconds,
                 timeout=call.ring_timeout_seconds,
+                **self.machine_detection(call),
             )
         except TwilioRestException as exc:
             code = f" (error {exc.code})" if exc.code else ""
@@ -126,6 +145,22 @@ class TwilioProvider(Provider):
             logger.warning("twilio request failed: %s", type(exc).__name__)
             raise ProviderError("Could not reach Twilio.") from exc
         return str(created.sid)
+
+    @staticmethod
+    def machine_detection(call: OutboundCall) -> dict[str, Any]:
+        """Asynchronous AMD: the answer URL is fetched at once (a person is not kept waiting)
+        and the verdict is posted to the status URL. Leaving a message needs the end of the
+        greeting, which DetectMessageEnd waits for."""
+        if call.machine_detection is None:
+            return {}
+        return {
+            "machine_detection": (
+                "DetectMessageEnd" if call.machine_detection.waits_for_the_beep else "Enable"
+            ),
+            "async_amd": "true",
+            "async_amd_status_callback": call.status_url,
+            "async_amd_status_callback_method": "POST",
+        }
 
     def find_calls(self, query: PlacedCallQuery, account: Account) -> list[StatusEvent]:
         """Twilio's list of calls cannot be filtered by anything we set (our call id is only in
@@ -177,6 +212,17 @@ class TwilioProvider(Provider):
             raw={"CallStatus": status, "CallDuration": str(record.duration or "")},
         )
 
+    def update(self, query: CallRecordQuery, account: Account, **changes: Any) -> None:
+        """Change the live call (its status, or the TwiML it runs). Raises ProviderError."""
+        try:
+            self.client(account).calls(query.call_sid).update(**changes)
+        except TwilioRestException as exc:
+            code = f" (error {exc.code})" if exc.code else ""
+            message = exc.msg.removeprefix("Unable to update record: ")
+            raise ProviderError(f"Twilio refused: {message}{code}") from exc
+        except (requests.RequestException, TwilioException) as exc:
+            raise ProviderError("Could not reach Twilio.") from exc
+
     def hang_up(
         self, query: CallRecordQuery, account: Account, *, answered: bool
     ) -> StatusEvent | None:
@@ -184,15 +230,28 @@ class TwilioProvider(Provider):
         # ringing but does not affect one in progress, and the callee may have answered while
         # the answer's webhook is lost or on its way. "completed" hangs up a call in any state
         # (one that was still ringing then ends canceled).
-        try:
-            self.client(account).calls(query.call_sid).update(status="completed")
-        except TwilioRestException as exc:
-            code = f" (error {exc.code})" if exc.code else ""
-            message = exc.msg.removeprefix("Unable to update record: ")
-            raise ProviderError(f"Twilio refused: {message}{code}") from exc
-        except (requests.RequestException, TwilioException) as exc:
-            raise ProviderError("Could not reach Twilio.") from exc
+        self.update(query, account, status="completed")
         return None  # its status webhook reports the end
+
+    def leave_message(
+        self, query: CallRecordQuery, account: Account, *, message: str
+    ) -> StatusEvent | None:
+        # New TwiML replaces the media stream: Twilio says the message, then hangs up.
+        self.update(query, account, twiml=self.answer_with_message(message).body)
+        return None  # its status webhook reports the end
+
+    def transfer(self, query: CallRecordQuery, account: Account, *, to_number: str) -> None:
+        # The call's new TwiML dials the person (a child call, from our number); when that leg
+        # ends, nothing is left to run and the call ends. The dial never outlasts the call's own
+        # time limit, which is what the held money pays for.
+        response = VoiceResponse()
+        dial = Dial(
+            caller_id=query.from_number or None,
+            time_limit=query.seconds_left(timezone.now()),
+        )
+        dial.number(to_number)
+        response.append(dial)
+        self.update(query, account, twiml=str(response))
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         signature = request.headers.get(SIGNATURE_HEADER, "")
@@ -227,6 +286,28 @@ class TwilioProvider(Provider):
                 if form.get(key)
             },
         )
+
+    def parse_detection(self, request: WebhookRequest) -> DetectionEvent | None:
+        value = str(request.form.get("AnsweredBy", ""))
+        answered_by = ANSWERED_BY.get(value)
+        if answered_by is None:
+            return None
+        return DetectionEvent(
+            answered_by=answered_by,
+            greeting_ended=value.startswith("machine_end_"),
+            provider_call_id=request.form.get("CallSid", ""),
+            raw={
+                key: str(request.form.get(key))
+                for key in ("AnsweredBy", "MachineDetectionDuration")
+                if request.form.get(key)
+            },
+        )
+
+    def answer_with_message(self, message: str) -> WebhookAnswer:
+        response = VoiceResponse()
+        response.say(message)
+        response.hangup()
+        return WebhookAnswer(body=str(response), content_type="application/xml")
 
     def answer_with_hangup(self) -> WebhookAnswer:
         response = VoiceResponse()

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from functools import lru_cache
 
 import jwt
@@ -18,11 +19,21 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from django.conf import settings
+from django.utils import timezone
 from vonage_http_client import Auth, HttpClient, HttpClientOptions
 from vonage_http_client.errors import HttpRequestError
 from vonage_jwt.verify_jwt import verify_signature
 from vonage_utils.errors import VonageError
-from vonage_voice import CreateCallRequest, Phone, ToPhone, Voice
+from vonage_voice import (
+    AdvancedMachineDetection,
+    Connect,
+    CreateCallRequest,
+    Phone,
+    PhoneEndpoint,
+    Talk,
+    ToPhone,
+    Voice,
+)
 from vonage_voice.models.connect_endpoints import WebsocketEndpoint
 
 from telephony.providers.base import (
@@ -30,6 +41,7 @@ from telephony.providers.base import (
     AccountField,
     CallContext,
     CallRecordQuery,
+    DetectionEvent,
     OutboundCall,
     Provider,
     ProviderError,
@@ -39,7 +51,7 @@ from telephony.providers.base import (
     WebhookRequest,
 )
 from telephony.providers.parsing import error_detail, sent_before_it_failed, whole_seconds
-from telephony.states import CallState
+from telephony.states import AnsweredBy, CallState
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +77,16 @@ STATES = {
     "failed": CallState.FAILED,
     "rejected": CallState.FAILED,
 }
+
+
+# The human/machine event's `status` → who answered; a machine's `sub_state` says its greeting
+# ended (`beep_start`), or that no beep came in time (`beep_timeout`: it is over all the same).
+ANSWERED_BY = {"human": AnsweredBy.HUMAN, "machine": AnsweredBy.MACHINE}
+GREETING_ENDED = frozenset({"beep_start", "beep_timeout"})
+# How long Vonage listens for a machine's beep (its least).
+BEEP_TIMEOUT_SECONDS = 45
+# A connect action's longest `limit`.
+MAX_CONNECT_SECONDS = 7200
 
 
 @lru_cache(maxsize=64)
@@ -100,6 +122,8 @@ class VonageProvider(Provider):
     can_fetch_calls = True
     can_hang_up = True
     account_can_forge_webhooks = True
+    can_transfer = True
+    can_detect_machines = True
 
     def voice(self, account: Account) -> Voice:
         # A client per call: the SDK's HttpClient keeps the Authorization header in a dict shared
@@ -138,6 +162,7 @@ class VonageProvider(Provider):
                     event_method="POST",
                     length_timer=call.time_limit_seconds,
                     ringing_timer=call.ring_timeout_seconds,
+                    advanced_machine_detection=self.machine_detection(call),
                 )
             )
         except HttpRequestError as exc:
@@ -158,6 +183,21 @@ class VonageProvider(Provider):
             logger.warning("vonage request failed: %s", type(exc).__name__)
             raise ProviderError("Could not reach Vonage.") from exc
         return str(created.uuid)
+
+    @staticmethod
+    def machine_detection(call: OutboundCall) -> AdvancedMachineDetection | None:
+        """Advanced detection in its asynchronous mode (`default`): the answer URL is fetched at
+        once, so a person is not kept waiting, and the verdict and then the beep come as
+        events. We act on them ourselves (`continue`), the same way on every provider."""
+        if call.machine_detection is None:
+            return None
+        return AdvancedMachineDetection(
+            behavior="continue",
+            mode="default",
+            beep_timeout=(
+                BEEP_TIMEOUT_SECONDS if call.machine_detection.waits_for_the_beep else None
+            ),
+        )
 
     def fetch_call(self, query: CallRecordQuery, account: Account) -> StatusEvent | None:
         try:
@@ -181,18 +221,44 @@ class VonageProvider(Provider):
             raw={"status": status, "duration": str(record.duration or "")},
         )
 
-    def hang_up(
-        self, query: CallRecordQuery, account: Account, *, answered: bool
-    ) -> StatusEvent | None:
+    @staticmethod
+    def modify(send: Callable[[], object]) -> None:
+        """Change a live call (PUT /v1/calls/{uuid}). Raises ProviderError."""
         try:
-            self.voice(account).hangup(query.call_sid)
+            send()
         except HttpRequestError as exc:
             raise ProviderError(
                 f"Vonage refused: {error_detail(_json_body(exc))} (HTTP {exc.response.status_code})"
             ) from exc
         except (requests.RequestException, VonageError) as exc:
             raise ProviderError("Could not reach Vonage.") from exc
+
+    def hang_up(
+        self, query: CallRecordQuery, account: Account, *, answered: bool
+    ) -> StatusEvent | None:
+        voice = self.voice(account)
+        self.modify(lambda: voice.hangup(query.call_sid))
         return None  # its event webhook reports the end
+
+    def leave_message(
+        self, query: CallRecordQuery, account: Account, *, message: str
+    ) -> StatusEvent | None:
+        # The call leaves the assistant's websocket for an NCCO that says the message; with no
+        # action after it, Vonage hangs up.
+        voice = self.voice(account)
+        self.modify(lambda: voice.transfer_call_ncco(query.call_sid, [Talk(text=message)]))
+        return None  # its event webhook reports the end
+
+    def transfer(self, query: CallRecordQuery, account: Account, *, to_number: str) -> None:
+        # The call leaves the assistant's websocket for an NCCO that connects the person, from
+        # our number, for no longer than is left of the call's time limit.
+        connect = Connect(
+            endpoint=[PhoneEndpoint(number=vonage_number(to_number))],
+            from_=vonage_number(query.from_number),
+            limit=min(MAX_CONNECT_SECONDS, query.seconds_left(timezone.now())),
+        )
+        voice = self.voice(account)
+        self.modify(lambda: voice.transfer_call_ncco(query.call_sid, [connect]))
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         secret = account.secrets.get("signature_secret", "")
@@ -243,6 +309,29 @@ class VonageProvider(Provider):
                 if event.get(key)
             },
         )
+
+    def parse_detection(self, request: WebhookRequest) -> DetectionEvent | None:
+        try:
+            event = json.loads(request.body)
+        except ValueError:
+            return None
+        if not isinstance(event, dict):
+            return None
+        status = str(event.get("status") or "")
+        answered_by = ANSWERED_BY.get(status)
+        if answered_by is None:
+            return None
+        sub_state = str(event.get("sub_state") or "")
+        return DetectionEvent(
+            answered_by=answered_by,
+            greeting_ended=answered_by == AnsweredBy.MACHINE and sub_state in GREETING_ENDED,
+            provider_call_id=str(event.get("call_uuid") or event.get("uuid") or ""),
+            raw={key: str(event[key]) for key in ("status", "sub_state") if event.get(key)},
+        )
+
+    def answer_with_message(self, message: str) -> WebhookAnswer:
+        ncco = [Talk(text=message).model_dump(by_alias=True, exclude_none=True)]
+        return WebhookAnswer(body=json.dumps(ncco), content_type="application/json")
 
     def answer_with_hangup(self) -> WebhookAnswer:
         # Vonage ends a call whose NCCO has no action left: an empty one ends it at once.
