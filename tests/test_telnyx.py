@@ -266,3 +266,22 @@ def test_a_process_keeps_as_many_connections_to_telnyx_as_its_threads_place_call
         adapter._http_client.cache_clear()
 
     assert len(peers) == threads
+
+
+@pytest.mark.parametrize("payload", [["call.hangup"], "call.hangup", 7])
+def test_a_signed_event_whose_payload_is_not_an_object_is_ignored_not_a_500(
+    client, tenant: Tenant, placed: Call, payload: object
+) -> None:
+    path = f"/webhooks/calls/{placed.pk}/status"
+    body = {"data": {"event_type": "call.hangup", "payload": payload}}
+    webhook = Webhook(body=json.dumps(body).encode(), content_type="application/json")
+
+    response = signed(client, telnyx, path, webhook)
+
+    assert (response.status_code, response.json()) == (
+        200,
+        {"detail": "Ignored: no lifecycle change."},
+    )
+    placed.refresh_from_db()
+    assert placed.status == "initiated"
+    assert not CallEvent.objects.filter(call=placed).exists()

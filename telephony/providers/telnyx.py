@@ -309,7 +309,9 @@ class TelnyxProvider(Provider):
             data = envelope["data"]
             event_type = str(data["event_type"])
             payload = data.get("payload") or {}
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if not isinstance(payload, dict):
             return None
         call_control_id = str(payload.get("call_control_id") or "")
         occurred_at = _timestamp(data.get("occurred_at"))
