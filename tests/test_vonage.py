@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from billing.models import Balance, LedgerEntry
 from calls.models import Call, CallEvent
 from tests.conftest import Tenant, assert_money_consistent
-from tests.factories import VONAGE_SIGNATURE_SECRET, vonage_private_key
+from tests.factories import VONAGE_SIGNATURE_SECRET, vonage_private_key, vonage_private_key_pem
 from tests.test_provider_conformance import (
     VonageDriver,
     Webhook,
@@ -246,3 +246,34 @@ def test_a_body_sent_with_whitespace_verifies_against_its_compact_hash(
     placed.refresh_from_db()
     assert (placed.status, placed.duration_seconds, placed.cost_cents) == ("completed", 61, 11)
     assert_money_consistent(tenant.organization)
+
+
+def test_a_thread_keeps_its_client_per_account_and_never_shares_one() -> None:
+    """A new SDK client per call opened a TLS connection per call (the client's own requests
+    session). A thread now keeps one per account; another thread, or another account, never
+    gets the same one (the SDK keeps the Authorization header on the client)."""
+    import threading
+
+    from telephony.providers import get_provider
+    from telephony.providers.base import Account
+
+    vonage = get_provider("vonage")
+    pem = vonage_private_key_pem()
+
+    def account(application_id: str) -> Account:
+        return Account(
+            settings={"application_id": application_id},
+            secrets={"private_key": pem, "signature_secret": "s"},
+        )
+
+    acme, globex = account("app-acme"), account("app-globex")
+    here = [vonage.voice(acme) for _ in range(5)]
+    other_account = vonage.voice(globex)
+    elsewhere: list[object] = []
+    thread = threading.Thread(target=lambda: elsewhere.append(vonage.voice(acme)))
+    thread.start()
+    thread.join()
+
+    assert len({id(voice) for voice in here}) == 1
+    sessions = {id(v.http_client._session) for v in (here[0], other_account, elsewhere[0])}
+    assert len(sessions) == 3

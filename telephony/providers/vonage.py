@@ -8,7 +8,9 @@ import hmac
 import json
 import logging
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -89,6 +91,12 @@ BEEP_TIMEOUT_SECONDS = 45
 MAX_CONNECT_SECONDS = 7200
 
 
+# Each thread's SDK clients, by account (see VonageProvider.voice), the least recently used
+# dropped past CLIENTS_PER_THREAD.
+_thread_clients = threading.local()
+CLIENTS_PER_THREAD = 8
+
+
 @lru_cache(maxsize=64)
 def _signing_key(pem: str) -> PrivateKeyTypes:
     """The application's key, parsed once per process: parsing checks the RSA key, ~35 ms."""
@@ -126,17 +134,41 @@ class VonageProvider(Provider):
     can_detect_machines = True
 
     def voice(self, account: Account) -> Voice:
-        # A client per call: the SDK's HttpClient keeps the Authorization header in a dict shared
-        # by every request, so one client per process could mix two accounts' tokens.
+        """The account's SDK client for this thread. The SDK's HttpClient keeps the
+        Authorization header in a dict shared by its requests, so a client is never shared
+        between threads (two accounts' tokens could mix), but a thread keeps its clients, and
+        with them their connections: a new client per call opened a TLS connection per call."""
+        pem = account.secrets["private_key"]
+        api_host = getattr(settings, "VONAGE_API_HOST", "") or "api.nexmo.com"
+        timeout = max(1, math.ceil(settings.PROVIDER_TIMEOUT_SECONDS))
+        digest = hashlib.sha256(pem.encode()).hexdigest()
+        key = (account.settings["application_id"], digest, api_host, timeout)
+        clients: OrderedDict[tuple[str, str, str, int], Voice] | None = getattr(
+            _thread_clients, "voice", None
+        )
+        if clients is None:
+            clients = _thread_clients.voice = OrderedDict()
+        voice = clients.get(key)
+        if voice is None:
+            voice = clients[key] = self._new_voice(account, pem, api_host, timeout)
+            if len(clients) > CLIENTS_PER_THREAD:
+                clients.popitem(last=False)[1].http_client._session.close()
+        clients.move_to_end(key)
+        return voice
+
+    @staticmethod
+    def _new_voice(account: Account, pem: str, api_host: str, timeout: int) -> Voice:
         options = HttpClientOptions(
             # A local fake for benchmarks; never set in production.
-            api_host=getattr(settings, "VONAGE_API_HOST", "") or "api.nexmo.com",
-            timeout=max(1, math.ceil(settings.PROVIDER_TIMEOUT_SECONDS)),
+            api_host=api_host,
+            timeout=timeout,
             # No transport retries: Vonage has no idempotency key for a call, so a repeated POST
             # could ring the callee twice, and our own time-out stays the whole budget.
             max_retries=0,
+            # One thread's client sends one request at a time.
+            pool_connections=1,
+            pool_maxsize=1,
         )
-        pem = account.secrets["private_key"]
         try:
             key = _signing_key(pem)
         except (ValueError, TypeError, UnsupportedAlgorithm):
