@@ -171,9 +171,10 @@ if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
     _cache_options.setdefault("socket_connect_timeout", _cache_timeout)
     _cache_options.setdefault("socket_timeout", _cache_timeout)
 
-# BYO SIP trunks: `manage.py sip_agent` processes own the SIP stack. Web workers reach them on
-# these loopback control addresses (one per agent process; each carries at most 4 calls) and
-# prove themselves with SIP_AGENT_SECRET (derived from SECRET_KEY when unset).
+# BYO SIP trunks: `manage.py sip_agent` processes own the SIP stack (telephony.sip). Web workers
+# reach them on these loopback control addresses (one per agent; each of its engine processes
+# carries at most 4 calls) and prove themselves with SIP_AGENT_SECRET (derived from SECRET_KEY
+# when unset).
 SIP_AGENTS = env.list("SIP_AGENTS", default=["127.0.0.1:5070"])
 SIP_AGENT_SECRET = env.str("SIP_AGENT_SECRET", default="")
 SIP_AGENT_TIMEOUT_SECONDS = env.float("SIP_AGENT_TIMEOUT_SECONDS", default=5.0)

@@ -42,7 +42,7 @@ from twilio.request_validator import RequestValidator
 
 from billing.models import Balance, LedgerEntry
 from calls.errors import ProviderTimedOut
-from calls.management.commands.sip_agent import Reporter
+from calls.management.commands.sip_agent import report as sip_report
 from calls.models import Call, CallEvent
 from calls.selectors import calls_in_progress
 from calls.services import (
@@ -52,10 +52,10 @@ from calls.services import (
     call_settle_from_record,
     calls_sweep,
 )
-from telephony import sip_control
 from telephony.models import PhoneNumber, ProviderAccount, SipTrunk
 from telephony.providers import get_provider
 from telephony.providers.base import StatusEvent
+from telephony.sip import control as sip_control
 from tests.conftest import Tenant, assert_money_consistent
 from tests.factories import (
     TELNYX_API_KEY,
@@ -686,13 +686,6 @@ SIP_AGENT = "127.0.0.1:25078"
 SIP_SECRET = "conformance-sip-agent-secret"
 
 
-class _NoAgent:
-    """Where the reporter would send a hang-up; these cases never need one."""
-
-    def submit(self, fn: Any) -> None:
-        return None
-
-
 class SipDriver(Driver):
     """The agent's control channel is the wire: a real ControlServer with scripted answers (the
     real agent with PJSIP and SIPp is exercised in test_sip_calls.py). Events arrive the way the
@@ -803,7 +796,7 @@ class SipDriver(Driver):
             reason="callee hung up (BYE)" if data["state"] == "completed" else "",
             raw={"sip_call_id": data["sip_call_id"], "trunk": "Carrier"},
         )
-        return 200, {"detail": Reporter(agent=_NoAgent()).apply(str(call.pk), event)}
+        return 200, {"detail": sip_report(str(call.pk), event).sentence}
 
     def hand_over(self, client, call: Call) -> tuple[str, dict[str, str]]:
         # What the agent is handed for the answered call: the stream and its parameters.

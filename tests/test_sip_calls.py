@@ -20,10 +20,10 @@ from billing import services as billing_services
 from billing.models import Balance
 from calls.models import Call
 from calls.services import calls_sweep
-from telephony import sip_control
 from telephony.providers import get_provider
 from telephony.providers.base import Account, PlacedCallQuery, StatusEvent
-from telephony.providers.sip import SipProvider
+from telephony.sip import control as sip_control
+from telephony.sip.provider import SipProvider
 from tests.conftest import Tenant, assert_money_consistent, make_tenant
 from tests.factories import AssistantFactory, PhoneNumberFactory, SipTrunkFactory
 from tests.sip_harness import (

@@ -1,6 +1,7 @@
-"""The SIP agent: one process, one thread owning PJSIP (the `pjsua2-python` wheel).
+"""The SIP engine: one process, one thread owning PJSIP (the `pjsua2-python` wheel).
 
-Only `manage.py sip_agent` imports this module; web workers never load the SIP stack.
+Only the SIP agent (telephony.sip.agent, run by `manage.py sip_agent`) imports this module; web
+workers never load the SIP stack.
 
 PJSIP runs in polling mode (no worker threads of its own): the owner thread loops on
 `libHandleEvents`, runs the commands other threads queued with `submit`, and enforces the ring
@@ -26,12 +27,13 @@ from typing import Any, TypeVar
 import pjsua2 as pj
 
 from telephony.providers.base import StatusEvent
-from telephony.sip_numbers import format_number
+from telephony.sip.numbers import format_number
+from telephony.sip.protocol import CALLS_PER_ENGINE, CarriedCall, MediaTarget
 from telephony.states import CallState
 
 logger = logging.getLogger(__name__)
 
-MAX_CALLS = 4  # the wheel's compile-time PJSUA_MAX_CALLS: a fifth makeCall fails
+MAX_CALLS = CALLS_PER_ENGINE
 # PJSUA_MAX_ACC: a ninth account is not an error but a C assert that kills the process, so the
 # agent counts its accounts (one per INVITE, for its From) and never asks for a ninth.
 MAX_ACCOUNTS = 8
@@ -50,11 +52,11 @@ CODECS = ("PCMU/8000", "PCMA/8000")
 T = TypeVar("T")
 
 
-class AgentFull(Exception):
+class EngineFull(Exception):
     """Every call slot of this process is taken."""
 
 
-class AgentStopping(Exception):
+class EngineStopping(Exception):
     """The agent is shutting down and takes no new work."""
 
 
@@ -88,7 +90,7 @@ class DialRequest:
     time_limit_seconds: int
     ring_timeout_seconds: int
     trunks: tuple[TrunkTarget, ...]
-    media: dict[str, Any] = field(default_factory=dict)
+    media: MediaTarget = field(default_factory=lambda: MediaTarget(stream_url=""))
 
 
 @dataclass
@@ -102,10 +104,10 @@ class Attempt:
 class _Leg(pj.Call):
     """One INVITE dialog through one trunk. Callbacks run on the owner thread (polling mode)."""
 
-    def __init__(self, account: pj.Account, agent: SipAgent, dial: _Dial) -> None:
+    def __init__(self, account: pj.Account, agent: SipEngine, dial: _Dial) -> None:
         super().__init__(account)
         self.account: pj.Account | None = account  # must outlive the call
-        self.agent: SipAgent | None = agent
+        self.agent: SipEngine | None = agent
         self.dial: _Dial | None = dial
         self.sip_call_id = ""
         self.disconnected = False
@@ -163,7 +165,7 @@ class _Registration(pj.Account):
         log("trunk %s: REGISTER %s", self.trunk.name, self.state)
 
 
-class SipAgent:
+class SipEngine:
     def __init__(
         self,
         *,
@@ -206,7 +208,7 @@ class SipAgent:
         """Run `fn` on the owner thread; the Future carries its result or exception."""
         future: Future[T] = Future()
         if self._stopping:
-            future.set_exception(AgentStopping("The SIP agent is shutting down."))
+            future.set_exception(EngineStopping("The SIP engine is shutting down."))
         else:
             self._commands.put((fn, future))
         return future
@@ -268,6 +270,8 @@ class SipAgent:
                 next_gc = time.monotonic() + GC_INTERVAL_SECONDS
         self._shutdown()
 
+    capacity = MAX_CALLS
+
     @property
     def live_calls(self) -> int:
         return sum(1 for leg in self._legs if not leg.disconnected)
@@ -279,7 +283,7 @@ class SipAgent:
         if not request.trunks:
             raise DialRefused("The organization has no enabled SIP trunk.")
         if self.live_calls >= MAX_CALLS:
-            raise AgentFull()
+            raise EngineFull()
         dial = _Dial(request=request)
         while True:
             try:
@@ -295,7 +299,7 @@ class SipAgent:
             self._beat()  # at once: this process may die before the next beat
             return leg.sip_call_id
 
-    def find(self, call_id: str) -> list[dict[str, str]]:
+    def find(self, call_id: str) -> list[CarriedCall]:
         """Whether this agent is placing the call: its state and first Call-ID (the call_sid)."""
         dial = self._dials.get(call_id)
         if dial is None:
@@ -305,7 +309,7 @@ class SipAgent:
         else:
             state = CallState.RINGING if dial.ringing else CallState.INITIATED
         first = dial.attempts[0].sip_call_id if dial.attempts else ""
-        return [{"state": state, "sip_call_id": first}]
+        return [CarriedCall(state=state, sip_call_id=first)]
 
     def hangup(self, call_id: str, reason: str) -> bool:
         dial = self._dials.get(call_id)
@@ -363,7 +367,7 @@ class SipAgent:
     def _account(self, dial: _Dial) -> pj.Account:
         self._release_ended()
         if self._accounts >= MAX_ACCOUNTS:
-            raise AgentFull()
+            raise EngineFull()
         trunk = dial.trunk
         acfg = self._account_config(
             trunk, format_number(dial.request.from_number, trunk.caller_id_format)
@@ -405,7 +409,7 @@ class SipAgent:
             dial.leg = None
             self._release(leg)
             if exc.status == PJ_ETOOMANY:
-                raise AgentFull() from None
+                raise EngineFull() from None
             raise
         leg.sip_call_id = leg.getInfo().callIdString
         dial.attempts.append(Attempt(trunk.name, leg.sip_call_id))
@@ -439,7 +443,7 @@ class SipAgent:
             dial.answered_at = time.monotonic()
             dial.deadline = dial.answered_at + dial.request.time_limit_seconds
             media = {
-                "stream_url": dial.request.media.get("stream_url", ""),
+                "stream_url": dial.request.media.stream_url,
                 "bridged": False,  # see the README: RTP is kept up, audio is not bridged yet
             }
             self._emit(dial, CallState.IN_PROGRESS, raw={**base, "media": media})
@@ -546,8 +550,8 @@ class SipAgent:
                 try:
                     self._invite(dial)
                     break
-                except AgentFull:
-                    self._finish(dial, CallState.FAILED, "The SIP agent is full.", None)
+                except EngineFull:
+                    self._finish(dial, CallState.FAILED, "The SIP engine is full.", None)
                     break
                 except pj.Error as exc:
                     dial.attempts.append(Attempt(dial.trunk.name, sip_reason=exc.reason))
@@ -667,4 +671,4 @@ class SipAgent:
             except queue.Empty:
                 return
             if future.set_running_or_notify_cancel():
-                future.set_exception(AgentStopping("The SIP agent is shutting down."))
+                future.set_exception(EngineStopping("The SIP engine is shutting down."))
