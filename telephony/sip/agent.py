@@ -297,6 +297,7 @@ class EngineHandler:
             ring_timeout_seconds=message.ring_timeout_seconds,
             trunks=trunks,
             media=message.media,
+            organization_id=organization_id,
         )
         engine = self.engine
         future = engine.submit(lambda: engine.dial(request))
@@ -348,6 +349,7 @@ def run_engine(
         public_host=options.public_host,
         log_level=options.pjsip_log_level,
         trunk_response_timeout=options.trunk_response_timeout,
+        media_reconnect_seconds=settings.SIP_MEDIA_RECONNECT_SECONDS,
     )
     reporter = Reporter(calls, engine)
     engine.start()
