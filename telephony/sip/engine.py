@@ -269,6 +269,8 @@ class SipEngine:
         self._transports: dict[str, int] = {}
         self._accounts = 0
         self._registrations: dict[int, _Registration] = {}
+        self._ports: list[_BridgePort] = []
+        self._free_ports: list[_BridgePort] = []
         self._bridge = MediaBridge(
             reconnect_seconds=media_reconnect_seconds, on_end=self._stream_ended
         )
@@ -545,17 +547,34 @@ class SipEngine:
         except pj.Error:
             return
         if leg.port is None:
-            fmt = pj.MediaFormatAudio()
-            fmt.type = pj.PJMEDIA_TYPE_AUDIO
-            fmt.clockRate = CLOCK_RATE
-            fmt.channelCount = 1
-            fmt.bitsPerSample = 16
-            fmt.frameTimeUsec = FRAME_USEC
-            leg.port = _BridgePort()
-            leg.port.createPort(f"bridge-{leg.sip_call_id or id(leg)}", fmt)
+            leg.port = self._take_port()
             leg.port.stream = leg.stream
         audio.startTransmit(leg.port)
         leg.port.startTransmit(audio)
+
+    def _take_port(self) -> _BridgePort:
+        # Bridge ports are made once and reused, never destroyed while PJSIP's media clock
+        # runs: a port freed on this thread while the clock thread calls it crashes the process
+        # (the conference bridge removes ports asynchronously).
+        if self._free_ports:
+            return self._free_ports.pop()
+        fmt = pj.MediaFormatAudio()
+        fmt.type = pj.PJMEDIA_TYPE_AUDIO
+        fmt.clockRate = CLOCK_RATE
+        fmt.channelCount = 1
+        fmt.bitsPerSample = 16
+        fmt.frameTimeUsec = FRAME_USEC
+        port = _BridgePort()
+        port.createPort(f"bridge-{len(self._ports)}", fmt)
+        self._ports.append(port)
+        return port
+
+    def _give_back_port(self, leg: _Leg) -> None:
+        # The call has disconnected: PJSIP took its media, and the port's links, away with it.
+        port, leg.port = leg.port, None
+        if port is not None:
+            port.stream = None
+            self._free_ports.append(port)
 
     def _bridge_call(self, dial: _Dial, leg: _Leg) -> bool:
         media = dial.request.media
@@ -749,9 +768,8 @@ class SipEngine:
             leg.dial.leg = None
         if leg.stream is not None:
             leg.stream.close()
-        if leg.port is not None:
-            leg.port.stream = None
-        leg.account = leg.agent = leg.dial = leg.port = leg.stream = None
+        self._give_back_port(leg)
+        leg.account = leg.agent = leg.dial = leg.stream = None
         del leg
         if account is not None:
             account.shutdown()
@@ -774,6 +792,10 @@ class SipEngine:
         self._release_ended()
         self.sync_registrations(())
         self._bridge.stop()
+        # Stop the media clock (the null sound device drives it) before the ports are freed.
+        self._ep.audDevManager().setNoDev()
+        self._free_ports.clear()
+        self._ports.clear()
         # No local name may keep a Call alive past libDestroy: freeing it then aborts.
         gc.collect()
         self._ep.libDestroy()
