@@ -755,7 +755,8 @@ class SipDriver(Driver):
         if kind == "5xx":
             self.answers.append({"ok": False, "error": "full", "detail": "This agent is full."})
             detail = (
-                "Every SIP agent is carrying its limit of 4 simultaneous calls; try again shortly."
+                "Every SIP agent is carrying all the calls it can (4 per engine process); "
+                "try again shortly."
             )
             return TO, Failure(503, {"detail": detail})
         if kind == "timeout":

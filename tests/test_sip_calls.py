@@ -436,7 +436,7 @@ def test_a_fifth_call_on_a_full_agent_is_refused_at_once(
     assert time.monotonic() - started < 1
     assert response.status_code == 503
     assert response.json() == {
-        "detail": "Every SIP agent is carrying its limit of 4 simultaneous calls; "
+        "detail": "Every SIP agent is carrying all the calls it can (4 per engine process); "
         "try again shortly."
     }
     refused = Call.objects.get(status="failed")

@@ -331,14 +331,15 @@ def run_engine(
     control_address: str,
     sip_port_offset: int = 0,
     ready: Callable[[str], None] = print,
-    stop: threading.Event | None = None,
+    listening: Callable[[str], None] | None = None,
+    registers: bool = True,
 ) -> None:
     """One engine with its control server, reporter and registrations, until SIGTERM/SIGINT
     (or `stop`)."""
     from telephony.sip.engine import SipEngine
 
     sip_host, sip_port = control.parse_address(options.sip)
-    stop = stop or threading.Event()
+    stop = threading.Event()
     engine = SipEngine(
         report=lambda call_id, event: reporter.report(call_id, event),
         alive=lambda call_ids: reporter.alive(call_ids),
@@ -361,16 +362,20 @@ def run_engine(
         raise AgentConfigError(f"Cannot listen on {control_address}: {exc}") from exc
     reporter.thread.start()
     server.start()
-    threading.Thread(
-        target=keep_registrations,
-        args=(engine, stop, options.registration_refresh),
-        name="sip-registrations",
-        daemon=True,
-    ).start()
+    if registers:
+        threading.Thread(
+            target=keep_registrations,
+            args=(engine, stop, options.registration_refresh),
+            name="sip-registrations",
+            daemon=True,
+        ).start()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    host, port = server.server_address[:2]
+    if listening is not None:
+        listening(f"{host!s}:{port}")
     sip_address = f"{sip_host}:{sip_port + sip_port_offset}"
-    ready(f"sip agent ready: control {control_address}, SIP {sip_address}")
+    ready(f"sip engine ready: control {host!s}:{port}, SIP {sip_address}")
     sys.stdout.flush()
     try:
         engine.run(stop)
@@ -381,7 +386,37 @@ def run_engine(
 
 
 def run(options: Options, calls: Calls, *, ready: Callable[[str], None] = print) -> None:
-    """The agent, as `manage.py sip_agent` runs it."""
+    """The agent, as `manage.py sip_agent` runs it: one engine in this process, or with
+    `processes > 1` a supervisor here and the engines in processes of their own."""
     _loopback(options.control)
     control.parse_address(options.sip)
-    run_engine(options, calls, control_address=options.control, ready=ready)
+    if options.processes < 1:
+        raise AgentConfigError("--processes must be at least 1.")
+    if options.processes == 1:
+        run_engine(options, calls, control_address=options.control, ready=ready)
+        return
+    from telephony.sip.supervisor import Supervisor
+
+    def engine_main(
+        index: int, sip_port_offset: int, rtp_port: int, listening: Callable[[str], None]
+    ) -> None:
+        run_engine(
+            dataclasses.replace(options, rtp_port=rtp_port),
+            calls,
+            control_address=f"{_loopback(options.control)[0]}:0",
+            sip_port_offset=sip_port_offset,
+            ready=lambda line: logger.info("engine %s: %s", index, line),
+            listening=listening,
+            registers=index == 0,  # one binding per trunk, from the first engine
+        )
+
+    try:
+        Supervisor(
+            processes=options.processes,
+            control_address=options.control,
+            rtp_port=options.rtp_port,
+            engine_main=engine_main,
+            ready=ready,
+        ).run()
+    except OSError as exc:
+        raise AgentConfigError(f"Cannot listen on {options.control}: {exc}") from exc

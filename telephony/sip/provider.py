@@ -81,8 +81,8 @@ class SipProvider(Provider):
             raise ProviderError(detail or "The SIP agent refused the call.")
         if full:
             raise ProviderError(
-                f"Every SIP agent is carrying its limit of {CALLS_PER_ENGINE} simultaneous calls; "
-                "try again shortly.",
+                "Every SIP agent is carrying all the calls it can "
+                f"({CALLS_PER_ENGINE} per engine process); try again shortly.",
                 unavailable=True,
             )
         if refused:
