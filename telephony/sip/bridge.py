@@ -80,6 +80,7 @@ class StreamStats:
     frames_in: int = 0  # from RTP while the stream was open
     frames_before_open: int = 0  # from RTP before the stream opened (not sent)
     frames_sent: int = 0
+    frames_after_bot_left: int = 0  # from RTP between the bot's close and our BYE
     frames_from_bot: int = 0
     frames_played: int = 0
     underruns: int = 0  # ticks with the bot's audio started but none queued
@@ -103,7 +104,8 @@ class StreamStats:
             "connects": self.connects,
             "frames_in": self.frames_in,
             "frames_sent": self.frames_sent,
-            "frames_lost": self.frames_in - self.frames_sent,
+            "frames_lost": self.frames_in - self.frames_sent - self.frames_after_bot_left,
+            "frames_after_bot_left": self.frames_after_bot_left,
             "frames_before_open": self.frames_before_open,
             "frames_from_bot": self.frames_from_bot,
             "frames_played": self.frames_played,
@@ -274,7 +276,15 @@ class CallStream:
         try:
             while True:
                 if receiver.done():
-                    receiver.result()  # the bot closed, or the socket broke
+                    receiver.result()  # raises when the socket broke
+                    self._open = False
+                    # The bot hung up: what was on its way to it has nobody to go to.
+                    while not self._outbox.empty():
+                        item = self._outbox.get_nowait()
+                        if item is None:
+                            self._closing = True
+                        elif item[0] == "media":
+                            self.stats.frames_after_bot_left += 1
                     return
                 getter = asyncio.ensure_future(self._outbox.get())
                 await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)

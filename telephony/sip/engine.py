@@ -22,6 +22,7 @@ import ctypes
 import gc
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +58,7 @@ CODECS = ("PCMU/8000", "PCMA/8000")
 # The conference bridge runs at G.711's own rate, so no audio is resampled on the way.
 CLOCK_RATE = 8000
 FRAME_USEC = 20_000
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 T = TypeVar("T")
 
@@ -290,6 +292,10 @@ class SipEngine:
 
     def start(self) -> None:
         self._owner = threading.current_thread()
+        # PJSIP's media clock calls into Python (the bridge ports) every 20 ms per call and
+        # must take the GIL each time: a short switch interval keeps it from waiting out the
+        # default 5 ms behind the bridge's or the owner's Python code.
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         ep = pj.Endpoint()
         ep.libCreate()
         cfg = pj.EpConfig()
@@ -753,7 +759,17 @@ class SipEngine:
             stat = leg.getStreamStat(0)
         except pj.Error:
             return
-        leg.rtp = {"packets_sent": stat.rtcp.txStat.pkt, "packets_received": stat.rtcp.rxStat.pkt}
+        leg.rtp = {
+            "packets_sent": stat.rtcp.txStat.pkt,
+            "packets_received": stat.rtcp.rxStat.pkt,
+            "packets_lost": stat.rtcp.rxStat.loss,
+            "packets_discarded": stat.rtcp.rxStat.discard,
+            # What PJSIP's own jitter buffer adds between RTP in and the bridge port.
+            "jitter_buffer_ms_avg": stat.jbuf.avgDelayMsec,
+            "jitter_buffer_ms_max": stat.jbuf.maxDelayMsec,
+            "jitter_buffer_discarded": stat.jbuf.discard,
+            "jitter_buffer_lost": stat.jbuf.lost,
+        }
 
     def _release_ended(self) -> None:
         while self._ended:
