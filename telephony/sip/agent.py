@@ -278,7 +278,24 @@ class EngineHandler:
         if isinstance(message, protocol.Status):
             live = engine.submit(lambda: engine.live_calls)
             return protocol.Load(calls=live.result(timeout=5), capacity=engine.capacity)
+        if isinstance(message, protocol.Transfer):
+            return self._transfer(message)
         return Failure(ErrorCode.BAD_REQUEST, "This SIP agent cannot do that.")
+
+    def _transfer(self, message: protocol.Transfer) -> protocol.Reply:
+        from telephony.sip.engine import TransferRefused
+
+        engine = self.engine
+        call_id, to_number = message.call_id, message.to_number
+        timeout = settings.SIP_AGENT_TIMEOUT_SECONDS
+        try:
+            outcome = engine.submit(lambda: engine.transfer(call_id, to_number)).result(timeout)
+            outcome.result(timeout=timeout)
+        except TransferRefused as exc:
+            carried = engine.submit(lambda: bool(engine.find(call_id))).result(timeout=5)
+            code = ErrorCode.REFUSED if carried else ErrorCode.NOT_CARRIED
+            return Failure(code, str(exc))
+        return protocol.Done()
 
     def _dial(self, message: protocol.Dial) -> protocol.Reply:
         from telephony.sip.engine import DialRefused, DialRequest, EngineFull, EngineStopping

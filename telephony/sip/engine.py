@@ -51,6 +51,7 @@ PJ_ETOOMANY = 70010
 # Trunk-level failures: the next trunk may well succeed where this one could not.
 FAILOVER_CODES = frozenset({408, 500, 502, 503, 504})
 GC_INTERVAL_SECONDS = 5.0
+TRANSFER_ANSWER_SECONDS = 4.0  # for the far end to answer a REFER
 RTP_SAMPLE_SECONDS = 0.2  # the final event's packet counts are at most this old
 SHUTDOWN_GRACE_SECONDS = 3.0
 # Offer G.711 only: every carrier takes it and it keeps the INVITE small (under one UDP MTU).
@@ -73,6 +74,10 @@ class EngineStopping(Exception):
 
 class DialRefused(Exception):
     """No trunk would even take the INVITE (unresolvable host, no transport, ...)."""
+
+
+class TransferRefused(Exception):
+    """The call cannot be transferred, or the far end refused the REFER; says why."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,10 @@ class _Leg(pj.Call):
         if self.stream is not None:
             self.stream.dtmf(prm.digit)
 
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        if self.agent is not None:
+            self.agent._transfer_status(self, prm.statusCode, prm.reason, prm.finalNotify)
+
     def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
         # A 100 Trying moves no INVITE-session state, but it proves the gateway is alive.
         tsx = prm.e.body.tsxState.tsx
@@ -214,6 +223,10 @@ class _Dial:
     responded: bool = False  # any response at all to this attempt's INVITE
     response_deadline: float = 0.0
     no_response: bool = False
+    # A cold transfer asked for: its target, and the Future the REFER's answer settles.
+    transfer_to: str = ""
+    transfer_outcome: Future[None] | None = None
+    transfer_deadline: float = 0.0
 
     @property
     def trunk(self) -> TrunkTarget:
@@ -396,6 +409,48 @@ class SipEngine:
             state = CallState.RINGING if dial.ringing else CallState.INITIATED
         first = dial.attempts[0].sip_call_id if dial.attempts else ""
         return [CarriedCall(state=state, sip_call_id=first)]
+
+    def transfer(self, call_id: str, to_number: str) -> Future[None]:
+        """Send REFER: the callee is to call `to_number` through the same trunk (a cold
+        transfer). The Future settles when the far end answers the REFER; once the new call is
+        up (a NOTIFY with 2xx) we hang up, and the call ends `transferred to ...`."""
+        dial = self._dials.get(call_id)
+        leg = dial.leg if dial is not None else None
+        if dial is None or leg is None or leg.disconnected or dial.answered_at is None:
+            raise TransferRefused("This SIP agent is not carrying that call in progress.")
+        if dial.transfer_outcome is not None or dial.hangup_reason:
+            raise TransferRefused("The call is already being transferred or hung up.")
+        trunk = dial.trunk
+        target = trunk.uri(format_number(to_number, trunk.caller_id_format))
+        outcome: Future[None] = Future()
+        try:
+            leg.xfer(target, pj.CallOpParam(True))
+        except pj.Error as exc:
+            raise TransferRefused(f"The REFER could not be sent ({exc.reason}).") from None
+        dial.transfer_to = to_number
+        dial.transfer_outcome = outcome
+        dial.transfer_deadline = time.monotonic() + TRANSFER_ANSWER_SECONDS
+        logger.info("call %s: REFER to %s", call_id, target)
+        return outcome
+
+    def _transfer_status(self, leg: _Leg, code: int, reason: str, final: bool) -> None:
+        dial = leg.dial
+        if dial is None or dial.transfer_outcome is None:
+            return
+        outcome = dial.transfer_outcome
+        if code >= 300:
+            if not outcome.done():
+                outcome.set_exception(
+                    TransferRefused(f"The far end refused the transfer ({code} {reason}).")
+                )
+            logger.warning("call %s: transfer failed: %s %s", dial.request.call_id, code, reason)
+            dial.transfer_outcome = None  # the call goes on; another transfer may be asked for
+            return
+        if not outcome.done():
+            outcome.set_result(None)  # 202 Accepted, or the first NOTIFY
+        if 200 <= code < 300 and final:
+            # The callee is talking to the new number: our part of the call is over.
+            self._hang_up(dial, f"transferred to {dial.transfer_to}")
 
     def hangup(self, call_id: str, reason: str) -> bool:
         dial = self._dials.get(call_id)
@@ -723,6 +778,10 @@ class SipEngine:
             leg = dial.leg
             if leg is None or leg.disconnected:
                 continue
+            outcome = dial.transfer_outcome
+            if outcome is not None and not outcome.done() and now >= dial.transfer_deadline:
+                outcome.set_exception(TransferRefused("The far end did not answer the REFER."))
+                dial.transfer_outcome = None
             if dial.answered_at is not None and now - leg.rtp_sampled_at >= RTP_SAMPLE_SECONDS:
                 leg.rtp_sampled_at = now
                 self._sample_rtp(leg)

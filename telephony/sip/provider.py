@@ -39,6 +39,8 @@ class SipProvider(Provider):
     can_find_calls = True
     can_fetch_calls = True
     can_hang_up = True
+    # A cold transfer is a SIP REFER to the callee, through the call's own trunk.
+    can_transfer = True
     # The agent reports each call's states through the calls services.
     sends_webhooks = False
     # Each agent stamps its calls every SIP_AGENT_HEARTBEAT_SECONDS.
@@ -115,6 +117,17 @@ class SipProvider(Provider):
         if not ended:
             raise ProviderError("No SIP agent is carrying the call.")
         return None  # the agent reports the end
+
+    def transfer(self, query: CallRecordQuery, account: Account, *, to_number: str) -> None:
+        """The agent carrying the call sends REFER and answers once the far end has accepted
+        it; the call then ends (`transferred to ...`) when the new call is up."""
+        refused = ""
+        for reply in self._ask_each(protocol.Transfer(call_id=query.call_id, to_number=to_number)):
+            if isinstance(reply, protocol.Done):
+                return
+            if isinstance(reply, protocol.Failure) and reply.code is not ErrorCode.NOT_CARRIED:
+                refused = reply.detail
+        raise ProviderError(refused or "No SIP agent is carrying the call.")
 
     def _ask_agents(self, call_id: str) -> list[StatusEvent]:
         found: list[StatusEvent] = []
