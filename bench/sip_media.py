@@ -298,7 +298,10 @@ def main() -> None:
         f"p50 {pct(trips, 0.5):.1f}  p99 {pct(trips, 0.99):.1f}"
     )
     underruns = sum(m["underruns"] for m in media)
-    print(f"playout underruns (a 20 ms tick with nothing queued mid-speech): {underruns}")
+    print(
+        "times the bots' audio ran dry at playout (each call's end of speech, or late audio): "
+        f"{underruns}"
+    )
     print(
         f"CPU: {cpu_used / window * 100:.1f}% of one core for {args.calls} calls "
         f"= {cpu_used / window / args.calls * 100:.2f}% per call (supervisor + engines)"

@@ -83,7 +83,7 @@ class StreamStats:
     frames_after_bot_left: int = 0  # from RTP between the bot's close and our BYE
     frames_from_bot: int = 0
     frames_played: int = 0
-    underruns: int = 0  # ticks with the bot's audio started but none queued
+    underruns: int = 0  # the bot's audio ran dry: an utterance's end, or audio arriving late
     overflow_frames: int = 0
     dtmf_sent: int = 0
     marks_echoed: int = 0
@@ -159,8 +159,9 @@ class CallStream:
         marks: list[str] = []
         frame: bytes | None = None
         with self._lock:
-            while self._queue and isinstance(self._queue[0], _Mark):
-                marks.append(self._queue.popleft().name)  # type: ignore[union-attr]
+            while self._queue and isinstance(head := self._queue[0], _Mark):
+                self._queue.popleft()
+                marks.append(head.name)
             if not self._primed and self._queued_frames:
                 waited = time.monotonic() - self._first_queued_at
                 self._primed = self._queued_frames >= PREFILL_FRAMES or waited >= 0.04
