@@ -136,7 +136,8 @@ class CallStream:
         self._partial = bytearray()
         self._primed = False
         self._first_queued_at = 0.0
-        self._outbox: asyncio.Queue[tuple[str, Any, float] | None] = asyncio.Queue()
+        # ("media", PCM, when it arrived) | ("dtmf", digit, 0) | ("mark", name, 0); None: stop.
+        self._outbox: asyncio.Queue[tuple[str, bytes | str, float] | None] = asyncio.Queue()
         self._open = False
         self._closing = False
         self._stream_sid = ""
@@ -299,7 +300,7 @@ class CallStream:
                     await ws.close()
                     return
                 kind, value, at = item
-                if kind == "media":
+                if isinstance(value, bytes):  # media
                     chunk += 1
                     payload = base64.b64encode(g711.pcm_to_ulaw(value)).decode()
                     media = {
