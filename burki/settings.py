@@ -171,9 +171,10 @@ if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
     _cache_options.setdefault("socket_connect_timeout", _cache_timeout)
     _cache_options.setdefault("socket_timeout", _cache_timeout)
 
-# BYO SIP trunks: `manage.py sip_agent` processes own the SIP stack. Web workers reach them on
-# these loopback control addresses (one per agent process; each carries at most 4 calls) and
-# prove themselves with SIP_AGENT_SECRET (derived from SECRET_KEY when unset).
+# BYO SIP trunks: `manage.py sip_agent` processes own the SIP stack (telephony.sip). Web workers
+# reach them on these loopback control addresses (one per agent; each of its engine processes
+# carries at most 4 calls) and prove themselves with SIP_AGENT_SECRET (derived from SECRET_KEY
+# when unset).
 SIP_AGENTS = env.list("SIP_AGENTS", default=["127.0.0.1:5070"])
 SIP_AGENT_SECRET = env.str("SIP_AGENT_SECRET", default="")
 SIP_AGENT_TIMEOUT_SECONDS = env.float("SIP_AGENT_TIMEOUT_SECONDS", default=5.0)
@@ -182,6 +183,9 @@ SIP_AGENT_TIMEOUT_SECONDS = env.float("SIP_AGENT_TIMEOUT_SECONDS", default=5.0)
 # sweep as ended when it was last heard.
 SIP_AGENT_HEARTBEAT_SECONDS = env.float("SIP_AGENT_HEARTBEAT_SECONDS", default=5.0)
 SIP_AGENT_SILENT_SECONDS = env.int("SIP_AGENT_SILENT_SECONDS", default=30)
+# An answered SIP call's audio is bridged to MEDIA_STREAM_URL. When that stream cannot be opened
+# or drops, the agent keeps trying for this long before it hangs the call up (0: at once).
+SIP_MEDIA_RECONNECT_SECONDS = env.float("SIP_MEDIA_RECONNECT_SECONDS", default=0.0)
 
 # Secrets at rest (provider tokens, private keys, SIP passwords) are Fernet-encrypted.
 # The first key encrypts; every key decrypts, so a new key is rotated in by putting it first.

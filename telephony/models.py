@@ -7,7 +7,7 @@ from burki.crypto import EncryptedJSONField, EncryptedTextField
 from telephony.e164 import E164PhoneNumberField
 from telephony.providers import get_provider, provider_choices
 from telephony.providers.base import Account
-from telephony.sip_numbers import CallerIdFormat, parse_gateway
+from telephony.sip.numbers import CallerIdFormat, parse_gateway
 
 
 class ProviderAccount(models.Model):

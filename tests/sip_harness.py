@@ -23,6 +23,10 @@ AGENT_CONTROL_PORT = 25070
 AGENT_SIP_PORT = 25080
 AGENT_RTP_PORT = 25100
 SIPP_PORTS = (25160, 25170)  # SIP; its control port is +200 and its media port +300
+MEDIA_BOT_PORT = 25940
+# Where calls' audio goes when a test has no bot: nothing listens there, and the agent keeps the
+# call up while it retries (SIP_MEDIA_RECONNECT_SECONDS), as a SIP-only test needs.
+NO_MEDIA_STREAM = "ws://127.0.0.1:25941/media-stream"
 
 
 def test_database_url() -> str:
@@ -45,7 +49,14 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
 class AgentProcess:
     """`manage.py sip_agent` in its own process, on the test database."""
 
-    def __init__(self, log_path: Path, control_port: int = AGENT_CONTROL_PORT) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        control_port: int = AGENT_CONTROL_PORT,
+        *,
+        media_reconnect_seconds: float = 3600,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.log_path = log_path
         self.control_port = control_port
         env = {
@@ -55,6 +66,7 @@ class AgentProcess:
             "SIP_AGENT_SECRET": SECRET,
             "CONN_MAX_AGE": "0",
             "SIP_AGENT_HEARTBEAT_SECONDS": "0.2",
+            "SIP_MEDIA_RECONNECT_SECONDS": str(media_reconnect_seconds),
         }
         offset = control_port - AGENT_CONTROL_PORT
         self.log = log_path.open("w")
@@ -71,6 +83,7 @@ class AgentProcess:
                 str(AGENT_RTP_PORT + offset * 40),
                 "--trunk-response-timeout",
                 "1.5",
+                *extra,
             ],
             cwd=ROOT,
             env=env,

@@ -42,7 +42,7 @@ from twilio.request_validator import RequestValidator
 
 from billing.models import Balance, LedgerEntry
 from calls.errors import ProviderTimedOut
-from calls.management.commands.sip_agent import Reporter
+from calls.management.commands.sip_agent import report as sip_report
 from calls.models import Call, CallEvent
 from calls.selectors import calls_in_progress
 from calls.services import (
@@ -52,10 +52,10 @@ from calls.services import (
     call_settle_from_record,
     calls_sweep,
 )
-from telephony import sip_control
 from telephony.models import PhoneNumber, ProviderAccount, SipTrunk
 from telephony.providers import get_provider
 from telephony.providers.base import StatusEvent, WebhookRequest
+from telephony.sip import control as sip_control
 from tests.conftest import Tenant, assert_money_consistent
 from tests.factories import (
     TELNYX_API_KEY,
@@ -850,13 +850,6 @@ SIP_AGENT = "127.0.0.1:25078"
 SIP_SECRET = "conformance-sip-agent-secret"
 
 
-class _NoAgent:
-    """Where the reporter would send a hang-up; these cases never need one."""
-
-    def submit(self, fn: Any) -> None:
-        return None
-
-
 class SipDriver(Driver):
     """The agent's control channel is the wire: a real ControlServer with scripted answers (the
     real agent with PJSIP and SIPp is exercised in test_sip_calls.py). Events arrive the way the
@@ -865,10 +858,10 @@ class SipDriver(Driver):
     name = "sip"
     keeps_a_record_of_the_end = False
     sends_webhooks = False
-    # No answering-machine detection: the agent does not guess from audio. Its transfer (REFER)
-    # is the SIP provider's to add.
+    # No answering-machine detection: the agent does not guess from audio. It transfers by
+    # REFER (the engine's side, with SIPp, in test_sip_transfer.py).
     detects_machines = False
-    can_transfer = False
+    can_transfer = True
     reports_other_legs = False
     timeline = ["ringing", "in-progress", "completed"]
     sip_call_id = "3c26e1f0a9b84d7e@burki-sip-agent"
@@ -919,6 +912,12 @@ class SipDriver(Driver):
     def accept_hang_up(self, wire: Wire, call: Call) -> None:
         self.answers.append({"ok": True})
 
+    def accept_commands(self, wire: Wire, call: Call) -> None:
+        self.accept_hang_up(wire, call)
+
+    def commands(self, wire: Wire) -> list[Any]:
+        return [payload for payload in wire.sent if payload.get("op") != "dial"]
+
     def hung_up(self, wire: Wire) -> Any:
         return wire.sent[-1]
 
@@ -930,7 +929,8 @@ class SipDriver(Driver):
         if kind == "5xx":
             self.answers.append({"ok": False, "error": "full", "detail": "This agent is full."})
             detail = (
-                "Every SIP agent is carrying its limit of 4 simultaneous calls; try again shortly."
+                "Every SIP agent is carrying all the calls it can (4 per engine process); "
+                "try again shortly."
             )
             return TO, Failure(503, {"detail": detail})
         if kind == "timeout":
@@ -971,7 +971,7 @@ class SipDriver(Driver):
             reason="callee hung up (BYE)" if data["state"] == "completed" else "",
             raw={"sip_call_id": data["sip_call_id"], "trunk": "Carrier"},
         )
-        return 200, {"detail": Reporter(agent=_NoAgent()).apply(str(call.pk), event)}
+        return 200, {"detail": sip_report(str(call.pk), event).sentence}
 
     def hand_over(self, client, call: Call) -> tuple[str, dict[str, str]]:
         # What the agent is handed for the answered call: the stream and its parameters.
@@ -2039,6 +2039,7 @@ TRANSFERRED = {
             },
         )
     ],
+    "sip": lambda call: [{"op": "transfer", "call_id": str(call.pk), "to_number": TRANSFER_TO}],
     "sandbox": lambda call: [],
 }
 
@@ -2146,10 +2147,13 @@ def test_another_organizations_call_cannot_be_transferred(
     assert (placed.status, placed.transferred_to) == ("initiated", "")
 
 
-@pytest.mark.parametrize("driver", drivers(unless="can_transfer"))
+@pytest.mark.parametrize("driver", drivers())
 def test_a_provider_that_cannot_transfer_says_so(
-    client, tenant: Tenant, driver: Driver, placed: Call
+    client, tenant: Tenant, driver: Driver, placed: Call, monkeypatch
 ) -> None:
+    """Every provider we carry can transfer today: the flag is what is asked, before anything
+    is sent, so each is checked with it turned off."""
+    monkeypatch.setattr(type(get_provider(driver.name)), "can_transfer", False)
     answer(client, driver, placed)
     with driver.wire() as wire:
         response = tenant.client.post(

@@ -20,14 +20,15 @@ from billing import services as billing_services
 from billing.models import Balance
 from calls.models import Call
 from calls.services import calls_sweep
-from telephony import sip_control
 from telephony.providers import get_provider
 from telephony.providers.base import Account, PlacedCallQuery, StatusEvent
-from telephony.providers.sip import SipProvider
+from telephony.sip import control as sip_control
+from telephony.sip.provider import SipProvider
 from tests.conftest import Tenant, assert_money_consistent, make_tenant
 from tests.factories import AssistantFactory, PhoneNumberFactory, SipTrunkFactory
 from tests.sip_harness import (
     AGENT_CONTROL_PORT,
+    NO_MEDIA_STREAM,
     SECRET,
     SIPP_PORTS,
     AgentProcess,
@@ -47,6 +48,7 @@ def sip_settings(settings):
     settings.SIP_AGENT_SECRET = SECRET
     settings.SIP_AGENT_TIMEOUT_SECONDS = 5.0
     settings.CALL_RING_TIMEOUT_SECONDS = 30
+    settings.MEDIA_STREAM_URL = NO_MEDIA_STREAM
     return settings
 
 
@@ -163,7 +165,7 @@ def test_an_answered_call_is_recorded_from_invite_to_bye_and_settled(
     assert answered == {
         "sip_call_id": call.call_sid,
         "trunk": "trunk A",
-        "media": {"stream_url": "wss://media.burki.test/stream", "bridged": False},
+        "media": {"stream_url": NO_MEDIA_STREAM, "bridged": True},
     }
     ended = detail["events"][2]["detail"]
     assert ended["sip_status"] == 200 and ended["attempts"] == [
@@ -176,6 +178,9 @@ def test_an_answered_call_is_recorded_from_invite_to_bye_and_settled(
     ]
     # RTP flowed both ways: our silence out, SIPp's echo of it back in.
     assert ended["rtp"]["packets_sent"] > 10 and ended["rtp"]["packets_received"] > 10
+    # Nothing listens at the media stream's URL: the agent kept retrying and kept the call up.
+    assert ended["media"]["connects"] == 0
+    assert "Connect call failed" in ended["media"]["error"]
 
 
 def test_digest_authentication_answers_the_401_challenge(
@@ -431,7 +436,7 @@ def test_a_fifth_call_on_a_full_agent_is_refused_at_once(
     assert time.monotonic() - started < 1
     assert response.status_code == 503
     assert response.json() == {
-        "detail": "Every SIP agent is carrying its limit of 4 simultaneous calls; "
+        "detail": "Every SIP agent is carrying all the calls it can (4 per engine process); "
         "try again shortly."
     }
     refused = Call.objects.get(status="failed")

@@ -21,9 +21,9 @@ from django.test import override_settings
 
 from billing.models import Balance
 from calls.models import Call
-from telephony import sip_control
 from telephony.models import SipTrunk
-from telephony.sip_numbers import format_number, parse_gateway
+from telephony.sip import control as sip_control
+from telephony.sip.numbers import format_number, parse_gateway
 from tests.conftest import Tenant, assert_money_consistent
 from tests.factories import PhoneNumberFactory, SipTrunkFactory
 from tests.settings import FIELD_ENCRYPTION_KEYS as TEST_KEYS

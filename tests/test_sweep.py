@@ -14,10 +14,10 @@ from billing.models import Balance
 from calls import tasks
 from calls.models import Call
 from calls.services import call_apply_event, call_heard_from, calls_sweep
-from telephony import sip_control
 from telephony.models import SipTrunk
 from telephony.providers.base import StatusEvent
 from telephony.providers.sandbox import SandboxProvider
+from telephony.sip import control as sip_control
 from tests.conftest import Tenant, assert_money_consistent, make_tenant
 from tests.factories import PhoneNumberFactory
 from tests.test_twilio import ACCOUNT_SID, CALLS_URL, initiate, signed_post, twilio_created

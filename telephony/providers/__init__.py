@@ -30,7 +30,7 @@ PROVIDERS: dict[str, Entry] = {
     "twilio": Entry("Twilio", "telephony.providers.twilio.TwilioProvider"),
     "telnyx": Entry("Telnyx", "telephony.providers.telnyx.TelnyxProvider"),
     "vonage": Entry("Vonage", "telephony.providers.vonage.VonageProvider"),
-    "sip": Entry("BYO SIP trunk", "telephony.providers.sip.SipProvider"),
+    "sip": Entry("BYO SIP trunk", "telephony.sip.provider.SipProvider"),
 }
 
 

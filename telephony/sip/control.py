@@ -2,7 +2,8 @@
 
 Every request carries the shared secret (SIP_AGENT_SECRET, or one derived from SECRET_KEY), so
 nothing else on the machine can dial. The client half is what the `sip` provider uses; it never
-loads the SIP stack.
+loads the SIP stack. `ask` and `TypedControlServer` speak the typed messages of
+telephony.sip.protocol; `request` and `ControlServer` are the raw JSON underneath.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+
+from telephony.sip import protocol
 
 MAX_LINE = 64 * 1024
 
@@ -64,8 +67,17 @@ def request(address: str, payload: dict[str, Any], *, timeout: float) -> dict[st
             raise AgentUnreachable(str(exc)) from exc
     if not line:
         raise AgentUnreachable("the connection closed without an answer")
-    answer: dict[str, Any] = json.loads(line)
+    try:
+        answer: dict[str, Any] = json.loads(line)
+    except ValueError as exc:
+        raise AgentUnreachable("the answer was not JSON") from exc
     return answer
+
+
+def ask(address: str, message: protocol.Request, *, timeout: float) -> protocol.Reply:
+    """Send one typed request to the agent at `address`; its typed answer."""
+    answer = request(address, protocol.encode_request(message), timeout=timeout)
+    return protocol.decode_reply(message, answer)
 
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -82,11 +94,13 @@ class _RequestHandler(socketserver.StreamRequestHandler):
             if not isinstance(payload, dict):
                 raise ValueError
         except (OSError, ValueError):
-            self._reply({"ok": False, "error": "bad_request", "detail": "Send one JSON object."})
+            failure = protocol.Failure(protocol.ErrorCode.BAD_REQUEST, "Send one JSON object.")
+            self._reply(protocol.encode_reply(failure))
             return
         secret = str(payload.pop("secret", ""))
         if not hmac.compare_digest(secret.encode(), self.server.secret.encode()):
-            self._reply({"ok": False, "error": "unauthorized", "detail": "Wrong secret."})
+            failure = protocol.Failure(protocol.ErrorCode.UNAUTHORIZED, "Wrong secret.")
+            self._reply(protocol.encode_reply(failure))
             return
         self._reply(self.server.handler(payload))
 
@@ -109,3 +123,22 @@ class ControlServer(socketserver.ThreadingTCPServer):
         thread = threading.Thread(target=self.serve_forever, name="sip-control", daemon=True)
         thread.start()
         return thread
+
+
+TypedHandler = Callable[[protocol.Request], protocol.Reply]
+
+
+class TypedControlServer(ControlServer):
+    """A control server whose handler takes and returns telephony.sip.protocol messages."""
+
+    def __init__(self, address: str, handler: TypedHandler, secret: str) -> None:
+        def handle(body: dict[str, Any]) -> dict[str, Any]:
+            try:
+                message = protocol.decode_request(body)
+            except protocol.ProtocolError as exc:
+                return protocol.encode_reply(
+                    protocol.Failure(protocol.ErrorCode.BAD_REQUEST, str(exc))
+                )
+            return protocol.encode_reply(handler(message))
+
+        super().__init__(address, handle, secret)

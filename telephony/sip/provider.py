@@ -1,9 +1,10 @@
 """BYO SIP trunk: the organization's own carrier or PBX, spoken to by our own SIP stack.
 
 This module runs in web workers and never loads the SIP stack: it asks a `manage.py sip_agent`
-process over the loopback control channel (telephony.sip_control) to dial. The agent picks the
-organization's trunks, sends the INVITE, answers with its SIP Call-ID (our call_sid) and from
-then on reports the call's states itself; SIP has no webhooks.
+process over the loopback control channel (telephony.sip.control) to dial. The agent picks the
+organization's trunks, sends the INVITE, answers with its SIP Call-ID (our call_sid), bridges the
+answered call's audio to the assistant's media stream, and from then on reports the call's states
+itself; SIP has no webhooks.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 
 from django.conf import settings
 
-from telephony import sip_control
 from telephony.providers.base import (
     Account,
     CallContext,
@@ -27,10 +27,10 @@ from telephony.providers.base import (
     WebhookRejected,
     WebhookRequest,
 )
+from telephony.sip import control, protocol
+from telephony.sip.protocol import CALLS_PER_ENGINE, ErrorCode
 
 logger = logging.getLogger(__name__)
-
-CALLS_PER_AGENT = 4  # the PyPI pjsua2 wheel's compile-time PJSUA_MAX_CALLS
 
 
 class SipProvider(Provider):
@@ -39,50 +39,52 @@ class SipProvider(Provider):
     can_find_calls = True
     can_fetch_calls = True
     can_hang_up = True
+    # A cold transfer is a SIP REFER to the callee, through the call's own trunk.
+    can_transfer = True
     # The agent reports each call's states through the calls services.
     sends_webhooks = False
     # Each agent stamps its calls every SIP_AGENT_HEARTBEAT_SECONDS.
     reports_liveness = True
 
     def place_call(self, call: OutboundCall, account: Account) -> str:
-        payload = {
-            "op": "dial",
-            "call_id": call.call_id,
-            "from_number": call.from_number,
-            "to_number": call.to_number,
-            "time_limit_seconds": call.time_limit_seconds,
-            "ring_timeout_seconds": call.ring_timeout_seconds,
-            "media": json.loads(self.answer(call.context, call.media_stream_url).body),
-        }
+        answer = self.answer(call.context, call.media_stream_url)
+        media = json.loads(answer.body)
+        message = protocol.Dial(
+            call_id=call.call_id,
+            from_number=call.from_number,
+            to_number=call.to_number,
+            time_limit_seconds=call.time_limit_seconds,
+            ring_timeout_seconds=call.ring_timeout_seconds,
+            media=protocol.MediaTarget(media["stream_url"], media["parameters"]),
+        )
         full = refused = 0
         for address in settings.SIP_AGENTS:
             try:
-                answer = sip_control.request(
-                    address, payload, timeout=settings.SIP_AGENT_TIMEOUT_SECONDS
-                )
-            except sip_control.AgentUnreachable as exc:
+                reply = control.ask(address, message, timeout=settings.SIP_AGENT_TIMEOUT_SECONDS)
+            except (control.AgentUnreachable, protocol.ProtocolError) as exc:
                 logger.warning("sip agent %s unreachable: %s", address, exc)
                 continue
-            except sip_control.AgentTimedOut as exc:
+            except control.AgentTimedOut as exc:
                 # Not retried elsewhere: this agent may have dialled already.
                 raise ProviderError(
                     "The SIP agent did not answer in time; it may have placed the call.",
                     timeout=True,
                 ) from exc
-            if answer.get("ok"):
-                return str(answer["call_sid"])
-            if answer.get("error") == "full":
+            if isinstance(reply, protocol.Dialled):
+                return reply.call_sid
+            if isinstance(reply, protocol.Failure) and reply.code is ErrorCode.FULL:
                 full += 1
                 continue
-            if answer.get("error") == "unauthorized":
+            if isinstance(reply, protocol.Failure) and reply.code is ErrorCode.UNAUTHORIZED:
                 logger.error("sip agent %s refused our SIP_AGENT_SECRET", address)
                 refused += 1
                 continue
-            raise ProviderError(str(answer.get("detail") or "The SIP agent refused the call."))
+            detail = reply.detail if isinstance(reply, protocol.Failure) else ""
+            raise ProviderError(detail or "The SIP agent refused the call.")
         if full:
             raise ProviderError(
-                f"Every SIP agent is carrying its limit of {CALLS_PER_AGENT} simultaneous calls; "
-                "try again shortly.",
+                "Every SIP agent is carrying all the calls it can "
+                f"({CALLS_PER_ENGINE} per engine process); try again shortly.",
                 unavailable=True,
             )
         if refused:
@@ -110,38 +112,45 @@ class SipProvider(Provider):
         """Every agent is asked; the one carrying the call sends its BYE (or CANCEL while it
         rings) and reports the end as it does for any call."""
         ended = False
-        for address in settings.SIP_AGENTS:
-            try:
-                answer = sip_control.request(
-                    address,
-                    {"op": "hangup", "call_id": query.call_id},
-                    timeout=settings.SIP_AGENT_TIMEOUT_SECONDS,
-                )
-            except (sip_control.AgentUnreachable, sip_control.AgentTimedOut) as exc:
-                raise ProviderError(f"SIP agent {address} could not be asked.") from exc
-            ended |= bool(answer.get("ok"))
+        for reply in self._ask_each(protocol.HangUp(call_id=query.call_id)):
+            ended |= isinstance(reply, protocol.Done)
         if not ended:
             raise ProviderError("No SIP agent is carrying the call.")
         return None  # the agent reports the end
 
+    def transfer(self, query: CallRecordQuery, account: Account, *, to_number: str) -> None:
+        """The agent carrying the call sends REFER and answers once the far end has accepted
+        it; the call then ends (`transferred to ...`) when the new call is up."""
+        refused = ""
+        for reply in self._ask_each(protocol.Transfer(call_id=query.call_id, to_number=to_number)):
+            if isinstance(reply, protocol.Done):
+                return
+            if isinstance(reply, protocol.Failure) and reply.code is not ErrorCode.NOT_CARRIED:
+                refused = reply.detail
+        raise ProviderError(refused or "No SIP agent is carrying the call.")
+
     def _ask_agents(self, call_id: str) -> list[StatusEvent]:
         found: list[StatusEvent] = []
-        for address in settings.SIP_AGENTS:
-            try:
-                answer = sip_control.request(
-                    address,
-                    {"op": "find", "call_id": call_id},
-                    timeout=settings.SIP_AGENT_TIMEOUT_SECONDS,
-                )
-            except (sip_control.AgentUnreachable, sip_control.AgentTimedOut) as exc:
-                raise ProviderError(f"SIP agent {address} could not be asked.") from exc
-            if not answer.get("ok"):
+        for address, reply in zip(
+            settings.SIP_AGENTS, self._ask_each(protocol.Find(call_id=call_id)), strict=True
+        ):
+            if not isinstance(reply, protocol.Found):
                 raise ProviderError(f"SIP agent {address} could not be asked.")
             found += [
-                StatusEvent(state=c["state"], provider_call_id=c["sip_call_id"])
-                for c in answer["calls"]
+                StatusEvent(state=c.state, provider_call_id=c.sip_call_id) for c in reply.calls
             ]
         return found
+
+    def _ask_each(self, message: protocol.Request) -> list[protocol.Reply]:
+        replies = []
+        for address in settings.SIP_AGENTS:
+            try:
+                replies.append(
+                    control.ask(address, message, timeout=settings.SIP_AGENT_TIMEOUT_SECONDS)
+                )
+            except (control.AgentUnreachable, control.AgentTimedOut, protocol.ProtocolError) as exc:
+                raise ProviderError(f"SIP agent {address} could not be asked.") from exc
+        return replies
 
     def verify_webhook(self, request: WebhookRequest, account: Account) -> None:
         # The agent reports through the calls services directly; nobody may speak for it by HTTP.

@@ -1,6 +1,7 @@
-"""The SIP agent: one process, one thread owning PJSIP (the `pjsua2-python` wheel).
+"""The SIP engine: one process, one thread owning PJSIP (the `pjsua2-python` wheel).
 
-Only `manage.py sip_agent` imports this module; web workers never load the SIP stack.
+Only the SIP agent (telephony.sip.agent, run by `manage.py sip_agent`) imports this module; web
+workers never load the SIP stack.
 
 PJSIP runs in polling mode (no worker threads of its own): the owner thread loops on
 `libHandleEvents`, runs the commands other threads queued with `submit`, and enforces the ring
@@ -9,13 +10,19 @@ because PJSIP aborts the whole process (a C assert, not an exception) when it is
 thread it does not know, and that includes a Call object being freed on one. What the agent
 learns about a call leaves as plain `StatusEvent`s through the `report` callback; it never
 waits on a database.
+
+An answered call's audio goes through a `_BridgePort` (a PJSIP conference port of our own, at
+8 kHz, 20 ms) to the media bridge (telephony.sip.bridge): PJSIP's media clock calls the port on
+its own thread, and the port only hands bytes to and from the call's stream there.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,12 +33,14 @@ from typing import Any, TypeVar
 import pjsua2 as pj
 
 from telephony.providers.base import StatusEvent
-from telephony.sip_numbers import format_number
+from telephony.sip.bridge import PCM_SILENCE, CallStream, MediaBridge, StreamCall, account_sid
+from telephony.sip.numbers import format_number
+from telephony.sip.protocol import CALLS_PER_ENGINE, CarriedCall, MediaTarget
 from telephony.states import CallState
 
 logger = logging.getLogger(__name__)
 
-MAX_CALLS = 4  # the wheel's compile-time PJSUA_MAX_CALLS: a fifth makeCall fails
+MAX_CALLS = CALLS_PER_ENGINE
 # PJSUA_MAX_ACC: a ninth account is not an error but a C assert that kills the process, so the
 # agent counts its accounts (one per INVITE, for its From) and never asks for a ninth.
 MAX_ACCOUNTS = 8
@@ -42,24 +51,33 @@ PJ_ETOOMANY = 70010
 # Trunk-level failures: the next trunk may well succeed where this one could not.
 FAILOVER_CODES = frozenset({408, 500, 502, 503, 504})
 GC_INTERVAL_SECONDS = 5.0
+TRANSFER_ANSWER_SECONDS = 4.0  # for the far end to answer a REFER
 RTP_SAMPLE_SECONDS = 0.2  # the final event's packet counts are at most this old
 SHUTDOWN_GRACE_SECONDS = 3.0
 # Offer G.711 only: every carrier takes it and it keeps the INVITE small (under one UDP MTU).
 CODECS = ("PCMU/8000", "PCMA/8000")
+# The conference bridge runs at G.711's own rate, so no audio is resampled on the way.
+CLOCK_RATE = 8000
+FRAME_USEC = 20_000
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 T = TypeVar("T")
 
 
-class AgentFull(Exception):
+class EngineFull(Exception):
     """Every call slot of this process is taken."""
 
 
-class AgentStopping(Exception):
+class EngineStopping(Exception):
     """The agent is shutting down and takes no new work."""
 
 
 class DialRefused(Exception):
     """No trunk would even take the INVITE (unresolvable host, no transport, ...)."""
+
+
+class TransferRefused(Exception):
+    """The call cannot be transferred, or the far end refused the REFER; says why."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +106,8 @@ class DialRequest:
     time_limit_seconds: int
     ring_timeout_seconds: int
     trunks: tuple[TrunkTarget, ...]
-    media: dict[str, Any] = field(default_factory=dict)
+    media: MediaTarget = field(default_factory=lambda: MediaTarget(stream_url=""))
+    organization_id: int = 0
 
 
 @dataclass
@@ -99,18 +118,71 @@ class Attempt:
     sip_reason: str = ""
 
 
+def _frame_bytes(frame: pj.MediaFrame) -> bytes:
+    """A frame's samples as bytes. SWIG copies a ByteVector element by element (~110 µs for a
+    20 ms frame); reading the vector's data pointer (libstdc++ keeps it first) takes ~2 µs.
+    `_check_frame_bytes` proves the layout once at start, else the slow copy is used."""
+    buf = frame.buf
+    if _FAST_FRAMES:
+        begin = ctypes.c_void_p.from_address(int(buf.this)).value
+        if begin:
+            return ctypes.string_at(begin, min(frame.size, buf.size()))
+        return b""
+    return bytes(tuple(buf))[: frame.size]
+
+
+_FAST_FRAMES = False
+
+
+def _check_frame_bytes() -> None:
+    global _FAST_FRAMES
+    probe = pj.MediaFrame()
+    probe.buf = pj.ByteVector(bytes(range(256)) * 2)
+    probe.size = 320
+    _FAST_FRAMES = True
+    try:
+        ok = _frame_bytes(probe) == (bytes(range(256)) * 2)[:320]
+    except (ValueError, OSError):
+        ok = False
+    _FAST_FRAMES = ok
+    if not ok:
+        logger.warning("reading media frames the slow way (unexpected ByteVector layout)")
+
+
+class _BridgePort(pj.AudioMediaPort):
+    """The call's audio at the conference bridge. Called on PJSIP's media clock thread, every
+    20 ms each way; it touches no other PJSIP object."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stream: CallStream | None = None
+
+    def onFrameRequested(self, frame: pj.MediaFrame) -> None:
+        stream = self.stream
+        frame.buf = pj.ByteVector(stream.next_frame() if stream is not None else PCM_SILENCE)
+        frame.size = len(PCM_SILENCE)
+        frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
+
+    def onFrameReceived(self, frame: pj.MediaFrame) -> None:
+        stream = self.stream
+        if stream is not None and frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and frame.size:
+            stream.received(_frame_bytes(frame))
+
+
 class _Leg(pj.Call):
     """One INVITE dialog through one trunk. Callbacks run on the owner thread (polling mode)."""
 
-    def __init__(self, account: pj.Account, agent: SipAgent, dial: _Dial) -> None:
+    def __init__(self, account: pj.Account, agent: SipEngine, dial: _Dial) -> None:
         super().__init__(account)
         self.account: pj.Account | None = account  # must outlive the call
-        self.agent: SipAgent | None = agent
+        self.agent: SipEngine | None = agent
         self.dial: _Dial | None = dial
         self.sip_call_id = ""
         self.disconnected = False
         self.rtp: dict[str, int] = {}
         self.rtp_sampled_at = 0.0
+        self.port: _BridgePort | None = None
+        self.stream: CallStream | None = None
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         if self.agent is not None:
@@ -119,6 +191,14 @@ class _Leg(pj.Call):
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         if self.agent is not None:
             self.agent._leg_media(self)
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        if self.stream is not None:
+            self.stream.dtmf(prm.digit)
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        if self.agent is not None:
+            self.agent._transfer_status(self, prm.statusCode, prm.reason, prm.finalNotify)
 
     def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
         # A 100 Trying moves no INVITE-session state, but it proves the gateway is alive.
@@ -143,6 +223,10 @@ class _Dial:
     responded: bool = False  # any response at all to this attempt's INVITE
     response_deadline: float = 0.0
     no_response: bool = False
+    # A cold transfer asked for: its target, and the Future the REFER's answer settles.
+    transfer_to: str = ""
+    transfer_outcome: Future[None] | None = None
+    transfer_deadline: float = 0.0
 
     @property
     def trunk(self) -> TrunkTarget:
@@ -163,7 +247,7 @@ class _Registration(pj.Account):
         log("trunk %s: REGISTER %s", self.trunk.name, self.state)
 
 
-class SipAgent:
+class SipEngine:
     def __init__(
         self,
         *,
@@ -176,6 +260,7 @@ class SipAgent:
         public_host: str = "",
         log_level: int = 1,
         trunk_response_timeout: float = 5.0,
+        media_reconnect_seconds: float = 0.0,
     ) -> None:
         self._report = report
         self._alive = alive
@@ -199,6 +284,11 @@ class SipAgent:
         self._transports: dict[str, int] = {}
         self._accounts = 0
         self._registrations: dict[int, _Registration] = {}
+        self._ports: list[_BridgePort] = []
+        self._free_ports: list[_BridgePort] = []
+        self._bridge = MediaBridge(
+            reconnect_seconds=media_reconnect_seconds, on_end=self._stream_ended
+        )
 
     # ---- any thread -------------------------------------------------------------------------
 
@@ -206,7 +296,7 @@ class SipAgent:
         """Run `fn` on the owner thread; the Future carries its result or exception."""
         future: Future[T] = Future()
         if self._stopping:
-            future.set_exception(AgentStopping("The SIP agent is shutting down."))
+            future.set_exception(EngineStopping("The SIP engine is shutting down."))
         else:
             self._commands.put((fn, future))
         return future
@@ -215,6 +305,10 @@ class SipAgent:
 
     def start(self) -> None:
         self._owner = threading.current_thread()
+        # PJSIP's media clock calls into Python (the bridge ports) every 20 ms per call and
+        # must take the GIL each time: a short switch interval keeps it from waiting out the
+        # default 5 ms behind the bridge's or the owner's Python code.
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         ep = pj.Endpoint()
         ep.libCreate()
         cfg = pj.EpConfig()
@@ -222,6 +316,11 @@ class SipAgent:
         cfg.uaConfig.maxCalls = MAX_CALLS
         cfg.uaConfig.userAgent = "burki-sip-agent"
         cfg.medConfig.threadCnt = 0
+        cfg.medConfig.clockRate = CLOCK_RATE
+        cfg.medConfig.sndClockRate = CLOCK_RATE
+        cfg.medConfig.audioFramePtime = FRAME_USEC // 1000
+        cfg.medConfig.ecTailLen = 0  # no echo canceller: there is no loudspeaker here
+        cfg.medConfig.noVad = True  # the bot hears every frame, silence included
         cfg.logConfig.level = self._log_level
         cfg.logConfig.consoleLevel = self._log_level
         ep.libInit(cfg)
@@ -239,6 +338,8 @@ class SipAgent:
             ep.codecSetPriority(codec_id, priority)
         ep.libStart()
         self._ep = ep
+        _check_frame_bytes()
+        self._bridge.start()
         # Cyclic garbage collection could free a pjsua2 object on another thread: collect only
         # here, on a schedule (see run()).
         gc.disable()
@@ -268,6 +369,8 @@ class SipAgent:
                 next_gc = time.monotonic() + GC_INTERVAL_SECONDS
         self._shutdown()
 
+    capacity = MAX_CALLS
+
     @property
     def live_calls(self) -> int:
         return sum(1 for leg in self._legs if not leg.disconnected)
@@ -279,7 +382,7 @@ class SipAgent:
         if not request.trunks:
             raise DialRefused("The organization has no enabled SIP trunk.")
         if self.live_calls >= MAX_CALLS:
-            raise AgentFull()
+            raise EngineFull()
         dial = _Dial(request=request)
         while True:
             try:
@@ -295,7 +398,7 @@ class SipAgent:
             self._beat()  # at once: this process may die before the next beat
             return leg.sip_call_id
 
-    def find(self, call_id: str) -> list[dict[str, str]]:
+    def find(self, call_id: str) -> list[CarriedCall]:
         """Whether this agent is placing the call: its state and first Call-ID (the call_sid)."""
         dial = self._dials.get(call_id)
         if dial is None:
@@ -305,7 +408,49 @@ class SipAgent:
         else:
             state = CallState.RINGING if dial.ringing else CallState.INITIATED
         first = dial.attempts[0].sip_call_id if dial.attempts else ""
-        return [{"state": state, "sip_call_id": first}]
+        return [CarriedCall(state=state, sip_call_id=first)]
+
+    def transfer(self, call_id: str, to_number: str) -> Future[None]:
+        """Send REFER: the callee is to call `to_number` through the same trunk (a cold
+        transfer). The Future settles when the far end answers the REFER; once the new call is
+        up (a NOTIFY with 2xx) we hang up, and the call ends `transferred to ...`."""
+        dial = self._dials.get(call_id)
+        leg = dial.leg if dial is not None else None
+        if dial is None or leg is None or leg.disconnected or dial.answered_at is None:
+            raise TransferRefused("This SIP agent is not carrying that call in progress.")
+        if dial.transfer_outcome is not None or dial.hangup_reason:
+            raise TransferRefused("The call is already being transferred or hung up.")
+        trunk = dial.trunk
+        target = trunk.uri(format_number(to_number, trunk.caller_id_format))
+        outcome: Future[None] = Future()
+        try:
+            leg.xfer(target, pj.CallOpParam(True))
+        except pj.Error as exc:
+            raise TransferRefused(f"The REFER could not be sent ({exc.reason}).") from None
+        dial.transfer_to = to_number
+        dial.transfer_outcome = outcome
+        dial.transfer_deadline = time.monotonic() + TRANSFER_ANSWER_SECONDS
+        logger.info("call %s: REFER to %s", call_id, target)
+        return outcome
+
+    def _transfer_status(self, leg: _Leg, code: int, reason: str, final: bool) -> None:
+        dial = leg.dial
+        if dial is None or dial.transfer_outcome is None:
+            return
+        outcome = dial.transfer_outcome
+        if code >= 300:
+            if not outcome.done():
+                outcome.set_exception(
+                    TransferRefused(f"The far end refused the transfer ({code} {reason}).")
+                )
+            logger.warning("call %s: transfer failed: %s %s", dial.request.call_id, code, reason)
+            dial.transfer_outcome = None  # the call goes on; another transfer may be asked for
+            return
+        if not outcome.done():
+            outcome.set_result(None)  # 202 Accepted, or the first NOTIFY
+        if 200 <= code < 300 and final:
+            # The callee is talking to the new number: our part of the call is over.
+            self._hang_up(dial, f"transferred to {dial.transfer_to}")
 
     def hangup(self, call_id: str, reason: str) -> bool:
         dial = self._dials.get(call_id)
@@ -363,7 +508,7 @@ class SipAgent:
     def _account(self, dial: _Dial) -> pj.Account:
         self._release_ended()
         if self._accounts >= MAX_ACCOUNTS:
-            raise AgentFull()
+            raise EngineFull()
         trunk = dial.trunk
         acfg = self._account_config(
             trunk, format_number(dial.request.from_number, trunk.caller_id_format)
@@ -405,7 +550,7 @@ class SipAgent:
             dial.leg = None
             self._release(leg)
             if exc.status == PJ_ETOOMANY:
-                raise AgentFull() from None
+                raise EngineFull() from None
             raise
         leg.sip_call_id = leg.getInfo().callIdString
         dial.attempts.append(Attempt(trunk.name, leg.sip_call_id))
@@ -439,8 +584,8 @@ class SipAgent:
             dial.answered_at = time.monotonic()
             dial.deadline = dial.answered_at + dial.request.time_limit_seconds
             media = {
-                "stream_url": dial.request.media.get("stream_url", ""),
-                "bridged": False,  # see the README: RTP is kept up, audio is not bridged yet
+                "stream_url": dial.request.media.stream_url,
+                "bridged": self._bridge_call(dial, leg),
             }
             self._emit(dial, CallState.IN_PROGRESS, raw={**base, "media": media})
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
@@ -456,16 +601,70 @@ class SipAgent:
             self._after_disconnect(dial, leg, code, reason, duration)
 
     def _leg_media(self, leg: _Leg) -> None:
-        # Keep RTP flowing both ways: the null device's silence goes out, what comes in is
-        # consumed. Nothing is bridged to the assistant's media stream yet (see the README).
+        # RTP flows both ways through the leg's bridge port from the moment media is up
+        # (silence until the call is answered and its stream opens).
         try:
             audio = leg.getAudioMedia(-1)
         except pj.Error:
             return
-        assert self._ep is not None
-        manager = self._ep.audDevManager()
-        manager.getCaptureDevMedia().startTransmit(audio)
-        audio.startTransmit(manager.getPlaybackDevMedia())
+        if leg.port is None:
+            leg.port = self._take_port()
+            leg.port.stream = leg.stream
+        audio.startTransmit(leg.port)
+        leg.port.startTransmit(audio)
+
+    def _take_port(self) -> _BridgePort:
+        # Bridge ports are made once and reused, never destroyed while PJSIP's media clock
+        # runs: a port freed on this thread while the clock thread calls it crashes the process
+        # (the conference bridge removes ports asynchronously).
+        if self._free_ports:
+            return self._free_ports.pop()
+        fmt = pj.MediaFormatAudio()
+        fmt.type = pj.PJMEDIA_TYPE_AUDIO
+        fmt.clockRate = CLOCK_RATE
+        fmt.channelCount = 1
+        fmt.bitsPerSample = 16
+        fmt.frameTimeUsec = FRAME_USEC
+        port = _BridgePort()
+        port.createPort(f"bridge-{len(self._ports)}", fmt)
+        self._ports.append(port)
+        return port
+
+    def _give_back_port(self, leg: _Leg) -> None:
+        # The call has disconnected: PJSIP took its media, and the port's links, away with it.
+        port, leg.port = leg.port, None
+        if port is not None:
+            port.stream = None
+            self._free_ports.append(port)
+
+    def _bridge_call(self, dial: _Dial, leg: _Leg) -> bool:
+        media = dial.request.media
+        if not media.stream_url:
+            return False
+        first = dial.attempts[0].sip_call_id if dial.attempts else leg.sip_call_id
+        parameters = {
+            **media.parameters,
+            "from": dial.request.from_number,
+            "to": dial.request.to_number,
+            "from_number": dial.request.from_number,
+            "to_number": dial.request.to_number,
+        }
+        leg.stream = self._bridge.open(
+            StreamCall(
+                call_id=dial.request.call_id,
+                call_sid=first,
+                account_sid=account_sid(dial.request.organization_id),
+                stream_url=media.stream_url,
+                parameters=parameters,
+            )
+        )
+        if leg.port is not None:
+            leg.port.stream = leg.stream
+        return True
+
+    def _stream_ended(self, call_id: str, reason: str) -> None:
+        # From the bridge's thread: the hang-up itself runs here, on the owner thread.
+        self.submit(lambda: self.hangup(call_id, reason))
 
     def _after_disconnect(
         self, dial: _Dial, leg: _Leg, code: int, reason: str, duration: int
@@ -517,6 +716,9 @@ class SipAgent:
         }
         if leg is not None and leg.rtp:
             raw["rtp"] = dict(leg.rtp)
+        if leg is not None and leg.stream is not None:
+            leg.stream.close()
+            raw["media"] = leg.stream.stats.as_detail()
         self._dials.pop(dial.request.call_id, None)
         self._emit(
             dial,
@@ -546,8 +748,8 @@ class SipAgent:
                 try:
                     self._invite(dial)
                     break
-                except AgentFull:
-                    self._finish(dial, CallState.FAILED, "The SIP agent is full.", None)
+                except EngineFull:
+                    self._finish(dial, CallState.FAILED, "The SIP engine is full.", None)
                     break
                 except pj.Error as exc:
                     dial.attempts.append(Attempt(dial.trunk.name, sip_reason=exc.reason))
@@ -576,6 +778,10 @@ class SipAgent:
             leg = dial.leg
             if leg is None or leg.disconnected:
                 continue
+            outcome = dial.transfer_outcome
+            if outcome is not None and not outcome.done() and now >= dial.transfer_deadline:
+                outcome.set_exception(TransferRefused("The far end did not answer the REFER."))
+                dial.transfer_outcome = None
             if dial.answered_at is not None and now - leg.rtp_sampled_at >= RTP_SAMPLE_SECONDS:
                 leg.rtp_sampled_at = now
                 self._sample_rtp(leg)
@@ -612,7 +818,17 @@ class SipAgent:
             stat = leg.getStreamStat(0)
         except pj.Error:
             return
-        leg.rtp = {"packets_sent": stat.rtcp.txStat.pkt, "packets_received": stat.rtcp.rxStat.pkt}
+        leg.rtp = {
+            "packets_sent": stat.rtcp.txStat.pkt,
+            "packets_received": stat.rtcp.rxStat.pkt,
+            "packets_lost": stat.rtcp.rxStat.loss,
+            "packets_discarded": stat.rtcp.rxStat.discard,
+            # What PJSIP's own jitter buffer adds between RTP in and the bridge port.
+            "jitter_buffer_ms_avg": stat.jbuf.avgDelayMsec,
+            "jitter_buffer_ms_max": stat.jbuf.maxDelayMsec,
+            "jitter_buffer_discarded": stat.jbuf.discard,
+            "jitter_buffer_lost": stat.jbuf.lost,
+        }
 
     def _release_ended(self) -> None:
         while self._ended:
@@ -625,7 +841,10 @@ class SipAgent:
         account = leg.account
         if leg.dial is not None and leg.dial.leg is leg:
             leg.dial.leg = None
-        leg.account = leg.agent = leg.dial = None
+        if leg.stream is not None:
+            leg.stream.close()
+        self._give_back_port(leg)
+        leg.account = leg.agent = leg.dial = leg.stream = None
         del leg
         if account is not None:
             account.shutdown()
@@ -647,6 +866,11 @@ class SipAgent:
         self._ended.extend(self._legs)
         self._release_ended()
         self.sync_registrations(())
+        self._bridge.stop()
+        # Stop the media clock (the null sound device drives it) before the ports are freed.
+        self._ep.audDevManager().setNoDev()
+        self._free_ports.clear()
+        self._ports.clear()
         # No local name may keep a Call alive past libDestroy: freeing it then aborts.
         gc.collect()
         self._ep.libDestroy()
@@ -667,4 +891,4 @@ class SipAgent:
             except queue.Empty:
                 return
             if future.set_running_or_notify_cancel():
-                future.set_exception(AgentStopping("The SIP agent is shutting down."))
+                future.set_exception(EngineStopping("The SIP engine is shutting down."))
