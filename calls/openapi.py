@@ -28,9 +28,11 @@ from calls.errors import (
     IDEMPOTENCY_HEADER,
     MAX_IDEMPOTENCY_KEY_LENGTH,
     CallNotConfirmed,
+    CallsPerSecondExceeded,
     IdempotencyKeyInFlight,
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
+    NumberOnDoNotCallList,
     ProviderTimedOut,
     TooManyConcurrentCalls,
 )
@@ -175,12 +177,14 @@ def initiate_call(*, request: SerializerClass, response: SerializerClass) -> Any
             ),
             403: error_response(
                 "The phone number or assistant doesn't belong to your organization (a number "
-                "of no one gets the same answer).",
+                "of no one gets the same answer), or `to_phone_number` is on your organization's "
+                "do-not-call list (`/do-not-call`): nothing is dialled or held.",
                 (
                     "Phone number",
                     "Unauthorized: phone number +15551234567 does not belong to your organization",
                 ),
                 ("Assistant", "Unauthorized: assistant 456 does not belong to your organization"),
+                ("Do not call", NumberOnDoNotCallList("+15559876543").message),
             ),
             404: error_response(
                 "No assistant can be resolved for the call, or the resolved one is inactive.",
@@ -207,8 +211,10 @@ def initiate_call(*, request: SerializerClass, response: SerializerClass) -> Any
             ),
             429: rate_limited(
                 ("Too many simultaneous calls", TooManyConcurrentCalls(10).message),
+                ("Calls a second", CallsPerSecondExceeded("1", 1).message),
                 also="more calls a minute than it may place, or your organization already has "
-                "as many calls in progress as it may",
+                "as many calls in progress as it may, or the number's provider account has no "
+                "free slot of its calls a second within 2 s",
             ),
             502: error_response(
                 "The telephony provider refused the call. The call is recorded as `failed` and "

@@ -13,9 +13,11 @@ from rest_framework.test import APIClient
 
 from billing.errors import InsufficientBalance
 from calls.errors import (
+    CallsPerSecondExceeded,
     IdempotencyKeyInFlight,
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
+    NumberOnDoNotCallList,
     ProviderFailed,
     ProviderTimedOut,
     ProviderUnavailable,
@@ -74,6 +76,15 @@ def test_the_schema_is_public_and_lists_only_the_client_api(schema: dict[str, An
         "/calls/{call_id}": ["get"],
         "/calls/{call_id}/hangup": ["post"],
         "/calls/initiate": ["post"],
+        "/campaigns": ["get", "post"],
+        "/campaigns/{campaign_id}": ["get"],
+        "/campaigns/{campaign_id}/cancel": ["post"],
+        "/campaigns/{campaign_id}/pause": ["post"],
+        "/campaigns/{campaign_id}/recipients": ["get", "post"],
+        "/campaigns/{campaign_id}/resume": ["post"],
+        "/campaigns/{campaign_id}/start": ["post"],
+        "/do-not-call": ["get", "post"],
+        "/do-not-call/{number}": ["delete"],
         "/webhook-endpoints": ["get", "post"],
         "/webhook-endpoints/{endpoint_id}": ["delete", "get", "patch"],
         "/webhook-endpoints/{endpoint_id}/deliveries": ["get"],
@@ -229,8 +240,10 @@ def test_the_error_examples_are_the_seeds_and_the_apis_own_sentences(
     assert example_details(responses["429"]) == [
         "Too many simultaneous calls: your organization's limit is 10. "
         "Try again when a call has ended.",
+        CallsPerSecondExceeded("1", 1).message,
         "Request was throttled. Expected available in 60 seconds.",
     ]
+    assert example_details(responses["403"])[-1] == NumberOnDoNotCallList("+15559876543").message
     assert example_details(responses["429"])[0] == TooManyConcurrentCalls(10).message
 
 

@@ -183,7 +183,14 @@ class TestEndpoints:
             ({}, {"url": ["url is required"]}),
             (
                 {"url": "https://example.com/x", "events": ["call.exploded"]},
-                {"events": {"0": ["events: each must be one of call.status_changed, call.ended"]}},
+                {
+                    "events": {
+                        "0": [
+                            "events: each must be one of call.status_changed, call.ended, "
+                            "campaign.started, campaign.completed"
+                        ]
+                    }
+                },
             ),
             (
                 {"url": "https://example.com/x", "events": "call.ended"},

@@ -17,6 +17,8 @@ from burki.crypto import EncryptedTextField
 EVENT_TYPES = {
     "call.status_changed": "A call's status changed.",
     "call.ended": "A call is over and its money settled: the last event of every call.",
+    "campaign.started": "A campaign began dialling.",
+    "campaign.completed": "A campaign is over: every recipient tried, or the campaign canceled.",
 }
 
 

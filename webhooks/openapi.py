@@ -15,6 +15,7 @@ from burki.schema import (
     error_response,
     rate_limited,
 )
+from webhooks.models import EVENT_TYPES
 
 TAGS = ["webhooks"]
 PARAMETERS = [WWW_AUTHENTICATE, RETRY_AFTER]
@@ -42,7 +43,10 @@ BAD_BODY = {
     400: error_response(
         "A field is missing or invalid; `errors` says which. Nothing was changed.",
         ("Private address", "url must not point at a private address"),
-        ("Unknown event type", "events: each must be one of call.status_changed, call.ended"),
+        (
+            "Unknown event type",
+            "events: each must be one of " + ", ".join(EVENT_TYPES),
+        ),
     )
 }
 
