@@ -70,6 +70,15 @@ def do_not_call_import_csv(*, organization_id: int, text: str, added_by: str) ->
     All or nothing: a file with any bad row adds no number, and the report names every bad
     line (line 1 is the header)."""
     report = ImportReport()
+    try:
+        return _import(organization_id=organization_id, text=text, added_by=added_by)
+    except csv.Error as exc:
+        report.errors.append(f"the file is not CSV: {exc}")
+        return report
+
+
+def _import(*, organization_id: int, text: str, added_by: str) -> ImportReport:
+    report = ImportReport()
     reader = csv.DictReader(io.StringIO(text))
     headers = [name.strip().lower() for name in reader.fieldnames or []]
     if "number" not in headers:

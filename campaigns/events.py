@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from django.db import connection
 from django.db.models.functions import JSONObject
@@ -64,6 +64,7 @@ def campaign_event_data(event: WebhookEvent) -> dict[str, Any]:
     data = dict(event.data) if isinstance(event.data, dict) else json.loads(event.data)
     if isinstance(data.get("metadata"), str):  # SQLite's JSON functions give JSON as text
         data["metadata"] = json.loads(data["metadata"])
+    data["campaign_id"] = str(UUID(str(data["campaign_id"])))  # SQLite keeps it as hex
     data["sequence"] = event.sequence
     return data
 

@@ -40,9 +40,10 @@ IN_FLIGHT_STATES = [RecipientState.DIALING, RecipientState.CALLING]
 
 
 class Outcome(models.TextChoices):
-    """How an attempt ended. The first five are the call's own final status, as its provider
-    reported it; a new outcome (e.g. "machine", from answering-machine detection) is one more
-    line here and in `RETRYABLE`, and `outcome_of_call` saying when a call earns it."""
+    """How an attempt ended: the call's own final status as its provider reported it, or why
+    nothing was dialled. A new outcome of a placed call (e.g. `MACHINE = "machine", "Answering
+    machine"` from answering-machine detection) is one more line here, which a retry rule may
+    then name; `campaigns.services.outcome_of_call` says which calls earn it."""
 
     COMPLETED = "completed", "Completed"
     BUSY = "busy", "Busy"
@@ -54,8 +55,16 @@ class Outcome(models.TextChoices):
     REFUSED = "refused", "Refused before dialling (e.g. no assistant, no balance)"
 
 
-# The outcomes a campaign's retry rule may name in `on`.
-RETRYABLE = [Outcome.BUSY, Outcome.NO_ANSWER, Outcome.FAILED]
+# The outcomes a campaign's retry rule may name in `on`: those of a placed call that did not
+# reach the recipient (a conversation that happened, or one we ended, is not retried).
+NOT_RETRIED = {
+    Outcome.COMPLETED,
+    Outcome.CANCELED,
+    Outcome.DO_NOT_CALL,
+    Outcome.NO_WINDOW,
+    Outcome.REFUSED,
+}
+RETRYABLE = [outcome for outcome in Outcome if outcome not in NOT_RETRIED]
 
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 

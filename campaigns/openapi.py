@@ -246,6 +246,20 @@ def add_recipients(*, row: SerializerClass) -> Any:
         ),
         tags=["campaigns"],
         request={"application/json": row(many=True), "text/csv": {"type": "string"}},
+        examples=[
+            OpenApiExample(
+                "Rows",
+                value=[{"to_phone_number": "+15559870002", "variables": {"name": "Ann"}}],
+                request_only=True,
+                media_type="application/json",
+            ),
+            OpenApiExample(
+                "CSV",
+                value="to_phone_number,name,metadata.crm\n+15559870003,Bob,c3\n",
+                request_only=True,
+                media_type="text/csv",
+            ),
+        ],
         parameters=[WWW_AUTHENTICATE, RETRY_AFTER],
         responses={
             201: AddedSerializer,
@@ -295,6 +309,13 @@ def add_do_not_call(*, request: SerializerClass, response: SerializerClass) -> A
         ),
         tags=["do-not-call"],
         request=request,
+        examples=[
+            OpenApiExample(
+                "Asked not to be called",
+                value={"number": "+15559870199", "reason": "asked on 2026-11-30"},
+                request_only=True,
+            )
+        ],
         parameters=[WWW_AUTHENTICATE, RETRY_AFTER],
         responses={
             200: response,

@@ -35,6 +35,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
@@ -280,6 +281,8 @@ def recipient_rows_from_csv(text: str) -> list[tuple[int, Any]]:
     reader = csv.reader(io.StringIO(text))
     try:
         header = [name.strip() for name in next(reader)]
+    except csv.Error as exc:
+        raise RecipientsInvalid([RowError(1, f"not CSV: {exc}")]) from None
     except StopIteration:
         raise RecipientsInvalid(
             [RowError(1, "the file is empty: a header row is needed")]
@@ -287,7 +290,13 @@ def recipient_rows_from_csv(text: str) -> list[tuple[int, Any]]:
     if "to_phone_number" not in header:
         raise RecipientsInvalid([RowError(1, "the header row must name a to_phone_number column")])
     rows: list[tuple[int, Any]] = []
-    for cells in reader:
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise RecipientsInvalid([RowError(reader.line_num, f"not CSV: {exc}")]) from None
         line = reader.line_num
         if not any(cell.strip() for cell in cells):
             continue  # a blank line
@@ -511,22 +520,31 @@ def recipient_claim(*, campaign: Campaign, now: datetime | None = None) -> Recip
                         next_attempt_at=opening, updated_at=now
                     )
                 continue
+            # Compare-and-set even under the row lock: where the database has no row locks
+            # (SQLite, the demo), two workers may have read the same row.
+            claimed = Recipient.objects.filter(
+                pk=recipient.pk,
+                state__in=[RecipientState.QUEUED, RecipientState.RETRY_WAIT],
+                attempts=recipient.attempts,
+            ).update(
+                state=RecipientState.DIALING,
+                attempts=recipient.attempts + 1,
+                claimed_at=now,
+                updated_at=now,
+            )
+            if not claimed:
+                continue
             room = Campaign.objects.filter(
                 pk=campaign.pk,
                 status=CampaignStatus.RUNNING,
                 in_flight__lt=F("max_concurrent_calls"),
             ).update(in_flight=F("in_flight") + 1)
             if not room:
+                transaction.set_rollback(True)  # the claim too: at the cap, or not running
                 return None
             recipient.attempts += 1
             recipient.state = RecipientState.DIALING
             recipient.claimed_at = now
-            Recipient.objects.filter(pk=recipient.pk).update(
-                state=RecipientState.DIALING,
-                attempts=recipient.attempts,
-                claimed_at=now,
-                updated_at=now,
-            )
             Attempt.objects.get_or_create(
                 recipient=recipient, number=recipient.attempts, defaults={"started_at": now}
             )
@@ -876,12 +894,20 @@ def campaign_dial(*, campaign_id: UUID, slot: int) -> int:
             cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
             if not cursor.fetchone()[0]:
                 return 0
+    else:
+        # No advisory locks (SQLite, the demo's single worker): a lease in the cache, one
+        # dialer per campaign.
+        lease = f"campaign-dialer:{campaign_id}"
+        if slot > 0 or not cache.add(lease, 1, timeout=settings.CAMPAIGN_DIALER_SECONDS + 30):
+            return 0
     try:
         return _dial_loop(campaign_id=campaign_id)
     finally:
         if postgres:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+        else:
+            cache.delete(lease)
 
 
 def _dial_loop(*, campaign_id: UUID) -> int:
@@ -898,10 +924,19 @@ def _dial_loop(*, campaign_id: UUID) -> int:
     while time.monotonic() < deadline:
         recipient = recipient_claim(campaign=campaign)
         if recipient is None:
-            if not dialer.still_running():
+            # At the cap, calls ending make room: record them and claim again. With room and
+            # nothing claimed, nothing is due: give the worker back (the tick sends dialers
+            # again when something is).
+            if recipients_collect(campaign=campaign):
+                continue
+            state = (
+                Campaign.objects.filter(pk=campaign.pk)
+                .values_list("status", "in_flight", "max_concurrent_calls")
+                .first()
+            )
+            if state is None or state[0] != CampaignStatus.RUNNING or state[1] < state[2]:
                 break
-            if recipients_collect(campaign=campaign) == 0:
-                time.sleep(0.2)
+            time.sleep(0.2)
             continue
         begun += 1
         dialer.dial(recipient, deadline)

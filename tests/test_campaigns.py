@@ -557,3 +557,29 @@ def test_the_pace_is_the_slower_of_the_campaign_and_its_provider_account(
 
     assert waits == pytest.approx([0, 0.5, 1.0], abs=0.03)  # 2 a second, not the campaign's 50
     assert dialer.phone_number(Recipient.objects.first()) == number
+
+
+def test_a_file_that_is_not_csv_is_a_bad_line_not_an_error(tenant: Tenant, number) -> None:
+    campaign_id = create(tenant).json()["campaign_id"]
+
+    response = tenant.client.post(
+        f"/campaigns/{campaign_id}/recipients",
+        "to_phone_number,name\n+12125550100,Ann\n+12125550101," + "x" * 200_000 + "\n",
+        content_type="text/csv",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["rows"] == [
+        {"line": 3, "reason": "not CSV: field larger than field limit (131072)"}
+    ]
+    assert not Recipient.objects.exists()
+
+
+@override_settings(CAMPAIGN_DIALER_SECONDS=5)
+def test_a_dialer_with_nothing_due_gives_its_worker_back(tenant: Tenant, number) -> None:
+    campaign = start(tenant, number, rows("+12125550100"))
+    import time as clock
+
+    began = clock.monotonic()
+    assert campaign_dial(campaign_id=campaign.pk, slot=0) == 1
+    assert clock.monotonic() - began < 2  # not its whole 5 s

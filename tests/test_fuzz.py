@@ -47,7 +47,31 @@ OPERATIONS = {
     ("POST", "/webhook-endpoints/{endpoint_id}/rotate-secret"),
     ("GET", "/webhook-endpoints/{endpoint_id}/deliveries"),
     ("POST", "/webhook-events/{event_id}/redeliver"),
+    ("GET", "/campaigns"),
+    ("POST", "/campaigns"),
+    ("GET", "/campaigns/{campaign_id}"),
+    ("GET", "/campaigns/{campaign_id}/recipients"),
+    ("POST", "/campaigns/{campaign_id}/recipients"),
+    ("POST", "/campaigns/{campaign_id}/start"),
+    ("POST", "/campaigns/{campaign_id}/pause"),
+    ("POST", "/campaigns/{campaign_id}/resume"),
+    ("POST", "/campaigns/{campaign_id}/cancel"),
+    ("GET", "/do-not-call"),
+    ("POST", "/do-not-call"),
+    ("DELETE", "/do-not-call/{number}"),
 }
+# The operations on a campaign, each given a campaign of its own in the status it acts on (no
+# operation would find one by chance): (operation, the actions that bring a draft there).
+CAMPAIGN_OPERATIONS = {
+    "GET /campaigns/{campaign_id}": [],
+    "GET /campaigns/{campaign_id}/recipients": [],
+    "POST /campaigns/{campaign_id}/recipients": [],
+    "POST /campaigns/{campaign_id}/start": [],
+    "POST /campaigns/{campaign_id}/pause": ["start"],
+    "POST /campaigns/{campaign_id}/resume": ["start", "pause"],
+    "POST /campaigns/{campaign_id}/cancel": [],
+}
+LISTED_NUMBER = "+15559870100"  # on the do-not-call list, for its DELETE
 # Limits far above what one fuzz run sends: a throttled request never reaches the code under
 # test, so a run that mostly got 429s would prove nothing. The limits have tests of their own.
 NO_LIMITS = {
@@ -67,6 +91,7 @@ class LiveApp:
     access_log: Path
     server_log: Path
     event_id: str
+    campaign_ids: dict[str, str]
 
 
 def free_port() -> int:
@@ -204,7 +229,12 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
         with urllib.request.urlopen(call) as answer:  # noqa: S310
             call_id = json.load(answer)["call_id"]
         event_id = first_event_of(database_url, call_id)
-        yield LiveApp(url, database_url, api_key, access_log, server_log, event_id)
+        campaign_ids = {
+            operation: make_campaign(url, api_key, demo["from_phone_number"], actions)
+            for operation, actions in CAMPAIGN_OPERATIONS.items()
+        }
+        api(url, api_key, "/do-not-call", {"number": LISTED_NUMBER})
+        yield LiveApp(url, database_url, api_key, access_log, server_log, event_id, campaign_ids)
     finally:
         server.terminate()
         try:
@@ -213,6 +243,30 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
             server.kill()
             server.wait()
         drop(database_url)
+
+
+def api(url: str, api_key: str, path: str, body: object | None) -> dict[str, object]:
+    request = urllib.request.Request(  # noqa: S310 - our own server on loopback
+        url + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request) as answer:  # noqa: S310
+        return dict(json.load(answer))
+
+
+def make_campaign(url: str, api_key: str, from_number: str, actions: list[str]) -> str:
+    body = {
+        "name": "Fuzz",
+        "from_phone_number": from_number,
+        "welcome_message": "Hello.",
+        "recipients": [{"to_phone_number": "+15559870001"}],
+    }
+    campaign_id = str(api(url, api_key, "/campaigns", body)["campaign_id"])
+    for action in actions:
+        api(url, api_key, f"/campaigns/{campaign_id}/{action}", None)
+    return campaign_id
 
 
 def responses_seen(access_log: Path) -> list[tuple[str, str, int]]:
@@ -224,6 +278,8 @@ def responses_seen(access_log: Path) -> list[tuple[str, str, int]]:
         path = re.sub(r"^/calls/[0-9a-f-]{36}(/hangup)?$", r"/calls/{call_id}\1", path)
         path = re.sub(r"^/webhook-endpoints/[^/]+", "/webhook-endpoints/{endpoint_id}", path)
         path = re.sub(r"^/webhook-events/[^/]+", "/webhook-events/{event_id}", path)
+        path = re.sub(r"^/campaigns/[0-9a-f-]{36}", "/campaigns/{campaign_id}", path)
+        path = re.sub(r"^/do-not-call/.+", "/do-not-call/{number}", path)
         seen.append((method, path, int(status)))
     return seen
 
@@ -271,11 +327,21 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         }
 
     # An id that exists for the operations on an event (no operation creates one).
-    (tmp_path / "schemathesis.toml").write_text(
+    config = (
         "[[operations]]\n"
         'include-name = "POST /webhook-events/{event_id}/redeliver"\n'
         f'parameters = {{ event_id = "{live_app.event_id}" }}\n'
+        "[[operations]]\n"
+        'include-name = "DELETE /do-not-call/{number}"\n'
+        f'parameters = {{ number = "{LISTED_NUMBER}" }}\n'
     )
+    for operation, campaign_id in live_app.campaign_ids.items():
+        config += (
+            "[[operations]]\n"
+            f'include-name = "{operation}"\n'
+            f'parameters = {{ campaign_id = "{campaign_id}" }}\n'
+        )
+    (tmp_path / "schemathesis.toml").write_text(config)
     run = subprocess.run(  # noqa: S603
         [
             str(Path(sys.executable).with_name("st")),

@@ -11,7 +11,6 @@ from decimal import Decimal
 
 import pytest
 import responses
-from django.core.cache import caches
 from django.test import override_settings
 
 from billing.models import Balance
@@ -76,7 +75,6 @@ def test_two_paces_reserve_the_slot_both_have_free() -> None:
 
 @override_settings(CACHES=REDIS_CACHE)
 def test_in_redis_the_slots_of_concurrent_reservers_never_exceed_the_rate() -> None:
-    caches["default"].clear()
     pace = Pace(key=f"redis:{uuid.uuid4()}", calls_per_second=Decimal(20))
     waits: list[float] = []
     lock = threading.Lock()
