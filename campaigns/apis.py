@@ -38,6 +38,7 @@ from campaigns.models import (
     WEEKDAYS,
     Attempt,
     Campaign,
+    Outcome,
     Recipient,
     RecipientState,
 )
@@ -59,6 +60,11 @@ from campaigns.services import (
 from telephony.e164 import parse_e164
 
 MAX_NAME_LENGTH = 200
+OUTCOME_HELP = (
+    "How it ended, empty until it has: "
+    + ", ".join(f"`{value}` ({label.lower()})" for value, label in Outcome.choices)
+    + "."
+)
 MAX_WELCOME_LENGTH = 2000
 MAX_AGENDA_LENGTH = 4000
 
@@ -377,6 +383,7 @@ class CampaignCancelApi(_CampaignActionApi):
 class AttemptSerializer(serializers.ModelSerializer):
     call_id = serializers.UUIDField(allow_null=True, read_only=True)
     call_status = serializers.CharField(source="call.status", allow_null=True, read_only=True)
+    outcome = serializers.CharField(read_only=True, help_text=OUTCOME_HELP)
 
     class Meta:
         model = Attempt
@@ -390,6 +397,7 @@ class RecipientOutputSerializer(serializers.ModelSerializer):
     line = serializers.IntegerField(source="position", read_only=True)
     to_phone_number = serializers.CharField(source="to_number", read_only=True)
     time_zones = serializers.SerializerMethodField()
+    outcome = serializers.CharField(read_only=True, help_text=OUTCOME_HELP)
     attempt_list = AttemptSerializer(source="attempt_set", many=True, read_only=True)
 
     class Meta:

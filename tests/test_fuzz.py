@@ -335,6 +335,11 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         'include-name = "DELETE /do-not-call/{number}"\n'
         f'parameters = {{ number = "{LISTED_NUMBER}" }}\n'
     )
+    # A campaign's body and rows hold numbers, times and variables the fuzzer mostly gets
+    # wrong, so these two see mostly 400s by design (each row is checked as initiate checks a
+    # call); the 400s are still checked against the schema, only the warning is not shown.
+    for operation in ("POST /campaigns", "POST /campaigns/{campaign_id}/recipients"):
+        config += f'[[operations]]\ninclude-name = "{operation}"\nwarnings = false\n'
     for operation, campaign_id in live_app.campaign_ids.items():
         config += (
             "[[operations]]\n"
