@@ -583,3 +583,30 @@ def test_a_dialer_with_nothing_due_gives_its_worker_back(tenant: Tenant, number)
     began = clock.monotonic()
     assert campaign_dial(campaign_id=campaign.pk, slot=0) == 1
     assert clock.monotonic() - began < 2  # not its whole 5 s
+
+
+def test_the_campaign_events_carry_the_campaign_as_it_then_was(tenant: Tenant, number) -> None:
+    import json
+
+    from webhooks.services import event_render
+
+    campaign = start(tenant, number, rows("+12125550100"), metadata={"crm": "batch-7"})
+
+    event = WebhookEvent.objects.get(subject_id=campaign.pk, type="campaign.started")
+    body = json.loads(event_render(event))
+
+    assert body["type"] == "campaign.started"
+    assert body["data"] == {
+        "campaign_id": str(campaign.pk),
+        "name": "Reminders",
+        "status": "running",
+        "calls_per_second": body["data"]["calls_per_second"],
+        "max_concurrent_calls": 5,
+        "metadata": {"crm": "batch-7"},
+        "created_at": body["data"]["created_at"],
+        "started_at": body["data"]["started_at"],
+        "ended_at": None,
+        "sequence": 1,
+    }
+    assert float(body["data"]["calls_per_second"]) == 50
+    assert event.organization_id == tenant.organization.pk
