@@ -610,3 +610,60 @@ def test_the_campaign_events_carry_the_campaign_as_it_then_was(tenant: Tenant, n
     }
     assert float(body["data"]["calls_per_second"]) == 50
     assert event.organization_id == tenant.organization.pk
+
+
+@override_settings(CAMPAIGN_DIALER_SECONDS=0.5)
+def test_a_paused_campaign_begins_no_attempt_and_a_canceled_one_retries_nothing(
+    tenant: Tenant, number
+) -> None:
+    campaign = start(
+        tenant,
+        number,
+        rows("+12125550100", "+12125550101"),
+        retry={"max_attempts": 3, "on": ["busy"]},
+        max_concurrent_calls=1,
+    )
+    campaign_dial(campaign_id=campaign.pk, slot=0)
+    assert Call.objects.count() == 1
+    tenant.client.post(f"/campaigns/{campaign.pk}/pause")
+
+    end_calls("busy")
+    assert campaign_dial(campaign_id=campaign.pk, slot=0) == 0
+    recipients_collect(campaign=Campaign.objects.get(pk=campaign.pk))
+    assert Call.objects.count() == 1
+    assert Recipient.objects.get(to_number="+12125550100").state == "retry_wait"
+
+    tenant.client.post(f"/campaigns/{campaign.pk}/cancel")
+    assert set(Recipient.objects.values_list("state", flat=True)) == {"canceled"}
+    assert campaign_dial(campaign_id=campaign.pk, slot=0) == 0
+    assert Call.objects.count() == 1
+
+
+def test_a_scheduled_campaign_starts_at_its_time(tenant: Tenant, number) -> None:
+    at = timezone.now() + timedelta(minutes=5)
+    response = create(tenant, recipients=rows("+12125550100"), start_at=at.isoformat())
+    campaign_id = response.json()["campaign_id"]
+
+    assert tenant.client.post(f"/campaigns/{campaign_id}/start").json()["status"] == "scheduled"
+    assert campaigns_tick()["started"] == 0
+    assert campaigns_tick(now=at + timedelta(seconds=1))["started"] == 1
+    assert Campaign.objects.get(pk=campaign_id).status == "running"
+    assert WebhookEvent.objects.filter(subject_id=campaign_id, type="campaign.started").exists()
+
+
+def test_an_attempt_already_answered_under_its_key_is_adopted_not_redialled(
+    tenant: Tenant, number
+) -> None:
+    campaign = start(tenant, number, rows("+12125550100"))
+    recipient = recipient_claim(campaign=campaign)
+    assert recipient is not None
+    place_call(dialer=_Dialer(campaign), recipient=recipient, phone_number=number)
+    call = Call.objects.get()
+    # A second worker holding the same claim (its first owner was thought dead) places it again.
+    Recipient.objects.filter(pk=recipient.pk).update(state="dialing", last_call=None)
+
+    place_call(dialer=_Dialer(campaign), recipient=recipient, phone_number=number)
+
+    assert Call.objects.count() == 1
+    recipient.refresh_from_db()
+    assert (recipient.state, recipient.last_call_id) == ("calling", call.pk)
