@@ -545,8 +545,10 @@ def recipient_claim(*, campaign: Campaign, now: datetime | None = None) -> Recip
             recipient.attempts += 1
             recipient.state = RecipientState.DIALING
             recipient.claimed_at = now
-            Attempt.objects.get_or_create(
-                recipient=recipient, number=recipient.attempts, defaults={"started_at": now}
+            # One statement; the row is there already when a dead worker's attempt is retried.
+            Attempt.objects.bulk_create(
+                [Attempt(recipient=recipient, number=recipient.attempts, started_at=now)],
+                ignore_conflicts=True,
             )
             return recipient
     return None

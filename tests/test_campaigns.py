@@ -667,3 +667,32 @@ def test_an_attempt_already_answered_under_its_key_is_adopted_not_redialled(
     assert Call.objects.count() == 1
     recipient.refresh_from_db()
     assert (recipient.state, recipient.last_call_id) == ("calling", call.pk)
+
+
+def test_a_claim_skips_locked_rows_and_a_dial_costs_a_fixed_number_of_statements(
+    tenant: Tenant, number
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    campaign = start(tenant, number, rows("+12125550100", "+12125550101"))
+    campaign = Campaign.objects.select_related("organization", "assistant").get(pk=campaign.pk)
+
+    with CaptureQueriesContext(connection) as claim:
+        recipient = recipient_claim(campaign=campaign)
+    with CaptureQueriesContext(connection) as dial:
+        assert recipient is not None
+        place_call(dialer=_Dialer(campaign), recipient=recipient, phone_number=number)
+
+    # The claim: SAVEPOINT/BEGIN, SELECT the due recipients FOR UPDATE SKIP LOCKED, UPDATE the
+    # recipient (claimed on its state), UPDATE the campaign's in_flight (under the cap), INSERT
+    # the attempt, RELEASE/COMMIT.
+    assert len(claim.captured_queries) == 6
+    assert "FOR UPDATE SKIP LOCKED" in claim.captured_queries[1]["sql"]
+    # The dial: the attempt's idempotency key (3, in its own savepoint), then call_initiate as
+    # for the API less the API key's and the number's lookups (11: the do-not-call list; the
+    # call, the key's link, the hold and an event in one transaction; the provider's id and an
+    # event in another), the key's answer (1), and the recipient's and the attempt's move to
+    # the call (4, in a transaction).
+    assert len(dial.captured_queries) == 19
+    assert Call.objects.count() == 1
