@@ -698,6 +698,8 @@ def place_call(*, dialer: _Dialer, recipient: Recipient, phone_number: PhoneNumb
         wait = 5 if isinstance(exc, TooManyConcurrentCalls) else 60
         dialer.put_back(recipient, at=timezone.now() + timedelta(seconds=wait))
         return
+    except IdempotencyKeyInFlight:
+        return  # the key was taken over (this dialer looked dead): the new holder dials it
     except DomainError as exc:
         idempotency_key_finish(record=claim, status=400, body={"detail": exc.message})
         linked = _call_of_key(campaign=campaign, key=key)
