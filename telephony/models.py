@@ -13,13 +13,14 @@ from telephony.providers.base import Account
 from telephony.sip_numbers import CallerIdFormat, parse_gateway
 
 # Calls a second each carrier takes from one account before it queues or refuses them: Twilio
-# queues beyond 1 a second by default, Vonage refuses beyond 3, Telnyx's default outbound rate is
-# 16 a second (its channel limit decides beyond that). An account with a higher agreed limit
-# sets its own `calls_per_second`. A provider not listed (the sandbox, SIP trunks) is not paced.
+# queues beyond 1 a second by default, Vonage refuses beyond 3, Telnyx refuses outbound calls
+# beyond 20 a second by default (503 "CPS Limit reached"; its limit of simultaneous channels,
+# 2 to 10 on a new account, usually binds first). An account with a higher agreed limit sets its
+# own `calls_per_second`. A provider not listed (the sandbox, SIP trunks) is not paced.
 DEFAULT_CALLS_PER_SECOND: dict[str, Decimal] = {
     "twilio": Decimal(1),
     "vonage": Decimal(3),
-    "telnyx": Decimal(16),
+    "telnyx": Decimal(20),
 }
 
 
@@ -44,7 +45,7 @@ class ProviderAccount(models.Model):
         blank=True,
         validators=[MinValueValidator(Decimal("0.01"))],
         help_text="Calls a second placed through this account, by the API and campaigns together "
-        "(blank: the carrier's default, Twilio 1, Vonage 3, Telnyx 16).",
+        "(blank: the carrier's default, Twilio 1, Vonage 3, Telnyx 20).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -41,7 +41,7 @@ def test_the_carriers_defaults_pace_an_account_without_its_own_figure() -> None:
     def rate(provider: str, own: Decimal | None = None) -> Decimal | None:
         return ProviderAccount(provider=provider, calls_per_second=own).effective_calls_per_second
 
-    assert (rate("twilio"), rate("vonage"), rate("telnyx")) == (1, 3, 16)
+    assert (rate("twilio"), rate("vonage"), rate("telnyx")) == (1, 3, 20)
     assert rate("sandbox") is None and rate("sip") is None
     assert rate("twilio", Decimal("5.5")) == Decimal("5.5")
 
