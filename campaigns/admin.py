@@ -208,6 +208,13 @@ ACTIONS = {
     "resume": campaign_resume,
     "cancel": campaign_cancel,
 }
+# The buttons each status shows (the services still decide).
+ACTIONS_IN = {
+    "draft": ["start", "cancel"],
+    "scheduled": ["pause", "cancel"],
+    "running": ["pause", "cancel"],
+    "paused": ["resume", "cancel"],
+}
 
 
 @admin.register(Campaign)
@@ -225,7 +232,7 @@ class CampaignAdmin(OrganizationScopedAdmin):
         "progress",
         "outcomes",
         "dials_per_minute",
-        "from_numbers",
+        "from_phone_numbers",
         "assistant",
         "welcome_message",
         "agenda",
@@ -273,6 +280,10 @@ class CampaignAdmin(OrganizationScopedAdmin):
     def dials_per_minute(self, obj: Campaign) -> str:
         return dials_per_minute_svg(obj)
 
+    @admin.display(description="From numbers")
+    def from_phone_numbers(self, obj: Campaign) -> str:
+        return ", ".join(obj.from_numbers)
+
     @admin.display(description="Calling window")
     def window(self, obj: Campaign) -> str:
         if not obj.has_window:
@@ -305,7 +316,7 @@ class CampaignAdmin(OrganizationScopedAdmin):
         may = is_operator(request) or self.allowed(request, "change", campaign)
         extra_context = {
             **(extra_context or {}),
-            "campaign_actions": list(ACTIONS) if may else [],
+            "campaign_actions": ACTIONS_IN.get(campaign.status, []) if may else [],
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

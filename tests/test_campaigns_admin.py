@@ -83,6 +83,7 @@ def test_a_good_csv_creates_the_campaign_and_its_buttons_run_it(
     page = member.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk]))
     html = page.content.decode()
     assert "<progress" in html and "<svg" in html and 'value="Start"' in html
+    assert 'value="Pause"' not in html  # a draft is started, not paused
     assert "0% of 2" in html
 
     started = member.post(reverse("admin:campaigns_campaign_action", args=[campaign.pk, "start"]))
