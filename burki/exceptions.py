@@ -22,12 +22,14 @@ from calls.errors import (
     AssistantInactive,
     CallNotConfirmed,
     CallNotInProgress,
+    CallsPerSecondExceeded,
     HangUpFailed,
     IdempotencyKeyInFlight,
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
     MachineDetectionUnsupported,
     NoAssistantFound,
+    NumberOnDoNotCallList,
     ProviderFailed,
     ProviderTimedOut,
     ProviderUnavailable,
@@ -36,6 +38,7 @@ from calls.errors import (
     TransferUnsupported,
 )
 from calls.templating import TemplateError
+from campaigns.errors import CampaignConflict
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +50,16 @@ STATUS_OF_ERROR: dict[type[DomainError], int] = {
     TemplateError: status.HTTP_400_BAD_REQUEST,
     IdempotencyKeyInvalid: status.HTTP_400_BAD_REQUEST,
     InsufficientBalance: status.HTTP_402_PAYMENT_REQUIRED,
+    NumberOnDoNotCallList: status.HTTP_403_FORBIDDEN,
     NoAssistantFound: status.HTTP_404_NOT_FOUND,
     AssistantInactive: status.HTTP_404_NOT_FOUND,
     IdempotencyKeyInFlight: status.HTTP_409_CONFLICT,
     CallNotConfirmed: status.HTTP_409_CONFLICT,
+    CampaignConflict: status.HTTP_409_CONFLICT,
     HangUpFailed: status.HTTP_502_BAD_GATEWAY,
     IdempotencyKeyReused: status.HTTP_422_UNPROCESSABLE_ENTITY,
     TooManyConcurrentCalls: status.HTTP_429_TOO_MANY_REQUESTS,
+    CallsPerSecondExceeded: status.HTTP_429_TOO_MANY_REQUESTS,
     ProviderFailed: status.HTTP_502_BAD_GATEWAY,
     ProviderUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
     ProviderTimedOut: status.HTTP_504_GATEWAY_TIMEOUT,

@@ -62,6 +62,10 @@ TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
 if TWILIO_API_BASE_URL and urlsplit(TWILIO_API_BASE_URL).hostname not in LOOPBACK_HOSTS:
     raise ImproperlyConfigured("TWILIO_API_BASE_URL may only point at this machine (loopback).")
 
+# A call through a provider account whose calls a second are taken waits this long at most for
+# a slot (burki/pacing.py), then is refused (429).
+CALL_PACING_MAX_WAIT_SECONDS = env.float("CALL_PACING_MAX_WAIT_SECONDS", default=2.0)
+
 # Safety limits. A call over an organization's cap of simultaneous calls is refused (429);
 # Organization.max_concurrent_calls overrides the default.
 MAX_CONCURRENT_CALLS = env.int("MAX_CONCURRENT_CALLS", default=10)
@@ -131,7 +135,24 @@ WEBHOOK_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_DISABLE_AFTER_SECONDS", default
 # After a rotation, how long deliveries are signed with the old secret too.
 WEBHOOK_SECRET_OVERLAP_SECONDS = env.int("WEBHOOK_SECRET_OVERLAP_SECONDS", default=86400)
 WEBHOOK_EVENT_RETENTION_DAYS = env.int("WEBHOOK_EVENT_RETENTION_DAYS", default=30)
+# Campaigns (campaigns.services): how often the scheduler's tick runs (outcomes, retries,
+# recovery, dialers), how long one dialer task dials before the next tick's replaces it, how
+# many dialers a campaign may have, the provider answer time they are sized for, how long a
+# dialer waits for a slot of the pace, and when a claim of a worker that died is looked at again.
+CAMPAIGN_TICK_SECONDS = env.float("CAMPAIGN_TICK_SECONDS", default=1.0)
+CAMPAIGN_DIALER_SECONDS = env.float("CAMPAIGN_DIALER_SECONDS", default=10.0)
+CAMPAIGN_MAX_DIALERS = env.int("CAMPAIGN_MAX_DIALERS", default=4)
+CAMPAIGN_DIAL_SECONDS = env.float("CAMPAIGN_DIAL_SECONDS", default=0.1)
+CAMPAIGN_PACE_MAX_WAIT_SECONDS = env.float("CAMPAIGN_PACE_MAX_WAIT_SECONDS", default=2.0)
+CAMPAIGN_DIAL_STALE_SECONDS = env.int(
+    "CAMPAIGN_DIAL_STALE_SECONDS", default=int(PROVIDER_TIMEOUT_SECONDS) + 60
+)
 CELERY_BEAT_SCHEDULE = {
+    "campaigns-tick": {
+        "task": "campaigns.tasks.campaigns_tick",
+        "schedule": CAMPAIGN_TICK_SECONDS,
+        "options": {"expires": max(CAMPAIGN_TICK_SECONDS, 5)},
+    },
     "sweep-overdue-calls": {
         "task": "calls.tasks.calls_sweep",
         "schedule": CALL_SWEEP_INTERVAL_SECONDS,
@@ -213,6 +234,7 @@ INSTALLED_APPS = [
     "telephony",
     "calls",
     "webhooks",
+    "campaigns",
 ]
 
 MIDDLEWARE = [

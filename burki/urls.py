@@ -16,6 +16,7 @@ urlpatterns = [
     path("", include("calls.urls")),
     path("", include("billing.urls")),
     path("", include("webhooks.urls")),
+    path("", include("campaigns.urls")),
     # Every other path is the API's 404, in DEBUG too (Django's debug page would list the URLs).
     # (No CSRF check: it answers every method, and a POST to nowhere is a 404, not a 403.)
     re_path(r"", csrf_exempt(not_found)),

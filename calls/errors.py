@@ -4,6 +4,7 @@ maps them to statuses in burki.exceptions). The 403s are the permission classes'
 
 from __future__ import annotations
 
+import math
 from uuid import UUID
 
 from burki.errors import DomainError
@@ -145,3 +146,26 @@ class TransferFailed(DomainError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"The telephony provider could not transfer the call: {reason}")
+
+
+class NumberOnDoNotCallList(DomainError):
+    """The number is on the organization's do-not-call list: nothing is dialled or held."""
+
+    code = "do_not_call"
+
+    def __init__(self, number: str, *, not_done: str = "the call was not placed") -> None:
+        super().__init__(f"{number} is on your organization's do-not-call list; {not_done}.")
+
+
+class CallsPerSecondExceeded(DomainError):
+    """The provider account's calls a second are taken for longer than a request may wait."""
+
+    code = "calls_per_second_exceeded"
+
+    def __init__(self, calls_per_second: str, retry_after: float) -> None:
+        super().__init__(
+            f"Too many calls a second through this number's provider account: its limit is "
+            f"{calls_per_second} a second. Try again shortly."
+        )
+        # Whole seconds, at least one (Retry-After is an integer).
+        self.retry_after_seconds = max(1, math.ceil(retry_after))

@@ -181,3 +181,30 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.status})"
+
+
+class DoNotCallNumber(models.Model):
+    """A number the organization must never dial: checked before every dial, by
+    `POST /calls/initiate` and by campaigns alike (calls.do_not_call)."""
+
+    organization = models.ForeignKey(
+        "burki.Organization", on_delete=models.CASCADE, related_name="do_not_call_numbers"
+    )
+    number = models.CharField(max_length=20, help_text="E.164, e.g. +15551234567.")
+    # Who put it there, in words: "API key <name>", "admin user <username>", "CSV import by …".
+    added_by = models.CharField(max_length=200)
+    reason = models.CharField(max_length=200, blank=True)
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "do-not-call number"
+        ordering = ["organization__name", "number"]
+        constraints = [
+            # Also the index every dial's check reads.
+            models.UniqueConstraint(
+                fields=["organization", "number"], name="do_not_call_unique_per_org"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.number

@@ -29,10 +29,12 @@ from calls.errors import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
     CallNotConfirmed,
     CallNotInProgress,
+    CallsPerSecondExceeded,
     IdempotencyKeyInFlight,
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
     MachineDetectionUnsupported,
+    NumberOnDoNotCallList,
     ProviderTimedOut,
     TooManyConcurrentCalls,
     TransferUnsupported,
@@ -193,12 +195,14 @@ def initiate_call(*, request: SerializerClass, response: SerializerClass) -> Any
             ),
             403: error_response(
                 "The phone number or assistant doesn't belong to your organization (a number "
-                "of no one gets the same answer).",
+                "of no one gets the same answer), or `to_phone_number` is on your organization's "
+                "do-not-call list (`/do-not-call`): nothing is dialled or held.",
                 (
                     "Phone number",
                     "Unauthorized: phone number +15551234567 does not belong to your organization",
                 ),
                 ("Assistant", "Unauthorized: assistant 456 does not belong to your organization"),
+                ("Do not call", NumberOnDoNotCallList("+15559876543").message),
             ),
             404: error_response(
                 "No assistant can be resolved for the call, or the resolved one is inactive.",
@@ -227,8 +231,10 @@ def initiate_call(*, request: SerializerClass, response: SerializerClass) -> Any
             ),
             429: rate_limited(
                 ("Too many simultaneous calls", TooManyConcurrentCalls(10).message),
+                ("Calls a second", CallsPerSecondExceeded("1", 1).message),
                 also="more calls a minute than it may place, or your organization already has "
-                "as many calls in progress as it may",
+                "as many calls in progress as it may, or the number's provider account has no "
+                "free slot of its calls a second within 2 s",
             ),
             502: error_response(
                 "The telephony provider refused the call. The call is recorded as `failed` and "
@@ -381,6 +387,16 @@ def transfer_call(*, request: SerializerClass, detail: SerializerClass) -> Any:
                 ),
             ),
             **AUTHENTICATION_ERRORS,
+            403: error_response(
+                "`to_phone_number` is on your organization's do-not-call list (`/do-not-call`): "
+                "the provider is not asked and the call goes on as it was.",
+                (
+                    "Do not call",
+                    NumberOnDoNotCallList(
+                        "+15557654321", not_done="the call was not transferred"
+                    ).message,
+                ),
+            ),
             404: error_response(
                 "No call with this id in your organization.", ("Unknown call", "Not found.")
             ),
@@ -390,8 +406,8 @@ def transfer_call(*, request: SerializerClass, detail: SerializerClass) -> Any:
                 ("Not in progress", CallNotInProgress("completed").message),
             ),
             422: error_response(
-                "The call's provider cannot transfer calls (a BYO SIP trunk, for now).",
-                ("Not supported", TransferUnsupported("BYO SIP trunk").message),
+                "The call's provider cannot transfer calls (every provider here can, today).",
+                ("Not supported", TransferUnsupported("Sandbox").message),
             ),
             429: rate_limited(),
             502: error_response(

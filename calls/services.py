@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -27,15 +28,19 @@ from billing.services import (
 )
 from burki.db import connection_release
 from burki.models import Organization
+from burki.pacing import Pace, PacingUnavailable, pace_reserve
 from calls import tasks
+from calls.do_not_call import do_not_call_check
 from calls.errors import (
     AssistantInactive,
     CallNotConfirmed,
     CallNotInProgress,
+    CallsPerSecondExceeded,
     HangUpFailed,
     IdempotencyKeyInFlight,
     MachineDetectionUnsupported,
     NoAssistantFound,
+    NumberOnDoNotCallList,
     ProviderFailed,
     ProviderTimedOut,
     ProviderUnavailable,
@@ -48,7 +53,7 @@ from calls.events import ANSWERED_BY, ENDED, STATUS_CHANGED, TRANSFERRED, call_e
 from calls.models import LIVE_STATES, Call, CallEvent, IdempotencyKey, Settlement
 from calls.selectors import calls_in_progress
 from calls.templating import Scalar, render
-from telephony.models import PhoneNumber, provider_credentials
+from telephony.models import PhoneNumber, ProviderAccount, provider_credentials
 from telephony.providers import get_provider
 from telephony.providers.base import (
     CallContext,
@@ -145,6 +150,7 @@ def call_initiate(
     metadata: Mapping[str, Scalar | None] | None = None,
     voicemail: Voicemail | None = None,
     idempotency_claim: IdempotencyKey | None = None,
+    paced: bool = True,
 ) -> Call:
     """Hold the money, record the call, then ask the provider to dial.
 
@@ -152,7 +158,13 @@ def call_initiate(
     (calls.permissions judges them). `idempotency_claim`, the request's claim on its
     Idempotency-Key, is linked to the call in the same transaction that records it, and only if
     it is still this request's: a request whose key was taken over records and dials nothing.
+
+    Before anything is recorded or held: a number on the organization's do-not-call list is
+    refused, and the provider account's calls a second are kept (waiting for a slot up to
+    CALL_PACING_MAX_WAIT_SECONDS, else CallsPerSecondExceeded). `paced=False`: the caller has
+    reserved the account's slot itself (a campaign, with its own pace in the same reservation).
     """
+    do_not_call_check(organization_id=organization.pk, number=to_number)
     variables = dict(variables or {})
     resolution = call_resolve_assistant(
         phone_number=phone_number, assistant_override=assistant_override
@@ -167,6 +179,8 @@ def call_initiate(
     rate = organization.effective_rate_cents_per_minute
     provider = get_provider(phone_number.provider)
     detection = _call_voicemail_settings(voicemail, variables, provider)
+    if paced:  # last: a request refused for what it asks takes no slot
+        call_pace(provider_account=phone_number.provider_account)
 
     max_seconds = assistant.max_call_duration_seconds
     # One short transaction. The call is written first and the money held last, so the
@@ -313,6 +327,37 @@ def _call_voicemail_settings(
     if len(message) > MAX_RENDERED_VOICEMAIL_MESSAGE:
         raise VoicemailMessageTooLong(MAX_RENDERED_VOICEMAIL_MESSAGE)
     return {"on_machine": voicemail.on_machine, "message": message}
+
+
+def provider_account_pace(provider_account: ProviderAccount | None) -> Pace | None:
+    """The shared pace of dialling through an account (None: its carrier is not paced)."""
+    if provider_account is None:
+        return None
+    rate = provider_account.effective_calls_per_second
+    if rate is None:
+        return None
+    return Pace(key=f"provider-account:{provider_account.pk}", calls_per_second=rate)
+
+
+def call_pace(*, provider_account: ProviderAccount | None) -> None:
+    """Wait for the account's next slot, up to CALL_PACING_MAX_WAIT_SECONDS; else
+    CallsPerSecondExceeded (429). A pace that cannot be read lets the call through, as the
+    rate limits do: the carrier's own limit is still there behind it."""
+    pace = provider_account_pace(provider_account)
+    if pace is None:
+        return
+    try:
+        reservation = pace_reserve([pace], max_wait=settings.CALL_PACING_MAX_WAIT_SECONDS)
+    except PacingUnavailable as exc:
+        logger.warning("calls a second not enforced: the cache cannot be reached (%s)", exc)
+        return
+    if not reservation.granted:
+        raise CallsPerSecondExceeded(
+            f"{pace.calls_per_second.normalize():f}", reservation.wait_seconds
+        )
+    if reservation.wait_seconds > 0:
+        connection_release()  # to the pool, while the slot comes
+        time.sleep(reservation.wait_seconds)
 
 
 def call_initiated_body(call: Call) -> dict[str, str]:
@@ -1231,7 +1276,11 @@ def call_answer_for_machine(*, call: Call, provider: Provider) -> WebhookAnswer 
 
 def call_transfer_target_check(*, call: Call, to_number: str) -> None:
     """The one place a transfer's destination is judged before the provider is asked (the
-    number is already E.164). Raises a DomainError to refuse it."""
+    number is already E.164). Raises a DomainError to refuse it: NumberOnDoNotCallList."""
+    try:
+        do_not_call_check(organization_id=call.organization_id, number=to_number)
+    except NumberOnDoNotCallList:
+        raise NumberOnDoNotCallList(to_number, not_done="the call was not transferred") from None
 
 
 def call_transfer(*, call: Call, to_number: str) -> Call:

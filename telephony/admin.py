@@ -47,7 +47,7 @@ def accounts_of(provider_name: str) -> bool:
 class ProviderAccountForm(forms.ModelForm):
     class Meta:
         model = ProviderAccount
-        fields = ["organization", "provider", "name"]
+        fields = ["organization", "provider", "name", "calls_per_second"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -129,7 +129,9 @@ class ProviderAccountAdmin(OrganizationScopedAdmin):
         return super().get_form(request, obj, change, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: ProviderAccount | None = None) -> Any:
-        fieldsets: list[Any] = [(None, {"fields": ["organization", "provider", "name"]})]
+        fieldsets: list[Any] = [
+            (None, {"fields": ["organization", "provider", "name", "calls_per_second"]})
+        ]
         for provider_name in PROVIDERS:
             provider = get_provider(provider_name)
             if provider.account_fields:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from burki.crypto import EncryptedJSONField, EncryptedTextField
@@ -8,6 +11,17 @@ from telephony.e164 import E164PhoneNumberField
 from telephony.providers import get_provider, provider_choices
 from telephony.providers.base import Account
 from telephony.sip.numbers import CallerIdFormat, parse_gateway
+
+# Calls a second each carrier takes from one account before it queues or refuses them: Twilio
+# queues beyond 1 a second by default, Vonage refuses beyond 3, Telnyx refuses outbound calls
+# beyond 20 a second by default (503 "CPS Limit reached"; its limit of simultaneous channels,
+# 2 to 10 on a new account, usually binds first). An account with a higher agreed limit sets its
+# own `calls_per_second`. A provider not listed (the sandbox, SIP trunks) is not paced.
+DEFAULT_CALLS_PER_SECOND: dict[str, Decimal] = {
+    "twilio": Decimal(1),
+    "vonage": Decimal(3),
+    "telnyx": Decimal(20),
+}
 
 
 class ProviderAccount(models.Model):
@@ -24,6 +38,15 @@ class ProviderAccount(models.Model):
     name = models.CharField(max_length=100)
     settings = models.JSONField(default=dict, blank=True)
     secrets = EncryptedJSONField(blank=True, editable=False)
+    calls_per_second = models.DecimalField(
+        max_digits=7,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0.01"))],
+        help_text="Calls a second placed through this account, by the API and campaigns together "
+        "(blank: the carrier's default, Twilio 1, Vonage 3, Telnyx 20).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -37,6 +60,13 @@ class ProviderAccount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_provider_display()})"
+
+    @property
+    def effective_calls_per_second(self) -> Decimal | None:
+        """What dialling through this account is paced to (None: not paced)."""
+        if self.calls_per_second is not None:
+            return self.calls_per_second
+        return DEFAULT_CALLS_PER_SECOND.get(self.provider)
 
     def as_account(self) -> Account:
         return Account(settings=dict(self.settings), secrets=dict(self.secrets))

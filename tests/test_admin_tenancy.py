@@ -9,12 +9,14 @@ from django.contrib import admin
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from assistants.models import Assistant
 from billing.models import Balance, LedgerEntry
 from burki.admin_tenancy import OperatorOnlyAdmin, OrganizationScopedAdmin
 from burki.models import ApiKey, Membership, Organization
-from calls.models import Call, CallEvent
+from calls.models import Call, CallEvent, DoNotCallNumber
+from campaigns.models import Campaign, Recipient
 from telephony.models import PhoneNumber, ProviderAccount, SipTrunk
 from tests.conftest import Tenant, make_tenant
 from tests.factories import (
@@ -63,6 +65,19 @@ def populate(tenant: Tenant, name: str) -> dict[type, object]:
     outbox = WebhookEvent.objects.create(
         organization=organization, type="call.ended", subject_id=call.pk, sequence=1, data={}
     )
+    campaign = Campaign.objects.create(
+        organization=organization, name=f"{name} campaign", from_numbers=[str(number.number)]
+    )
+    recipient = Recipient.objects.create(
+        campaign=campaign,
+        position=1,
+        to_number="+15559876543",
+        time_zones="UTC",
+        next_attempt_at=timezone.now(),
+    )
+    do_not_call = DoNotCallNumber.objects.create(
+        organization=organization, number="+15559876500", added_by=f"{name} owner"
+    )
     delivery = WebhookDelivery.objects.create(
         event=outbox,
         endpoint=endpoint,
@@ -71,6 +86,9 @@ def populate(tenant: Tenant, name: str) -> dict[type, object]:
         next_attempt_at=outbox.created_at,
     )
     return {
+        Campaign: campaign,
+        Recipient: recipient,
+        DoNotCallNumber: do_not_call,
         WebhookEndpoint: endpoint,
         WebhookDelivery: delivery,
         Organization: organization,

@@ -32,6 +32,7 @@ def test_the_schedule_reconciles_and_sweeps_every_minute_and_relays_webhooks_eve
     schedule = settings.CELERY_BEAT_SCHEDULE
 
     assert {name: (entry["task"], entry["schedule"]) for name, entry in schedule.items()} == {
+        "campaigns-tick": ("campaigns.tasks.campaigns_tick", 1.0),
         "reconcile-queued-calls": ("calls.tasks.calls_reconcile", 60),
         "sweep-overdue-calls": ("calls.tasks.calls_sweep", 60),
         "relay-webhooks": ("webhooks.tasks.webhooks_relay", 1.0),

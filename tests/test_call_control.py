@@ -406,3 +406,32 @@ def test_a_machine_hung_up_through_the_api_is_charged_no_longer_than_it_recorded
     call.refresh_from_db()
     assert (call.status, call.duration_seconds, call.cost_cents) == ("completed", 40, 7)
     assert_money_consistent(tenant.organization)
+
+
+def test_a_transfer_to_a_number_on_the_do_not_call_list_is_refused_and_asks_no_one(
+    tenant: Tenant, number, monkeypatch
+) -> None:
+    from telephony.providers.sandbox import SandboxProvider
+
+    def asked(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the provider was asked to transfer")
+
+    monkeypatch.setattr(SandboxProvider, "transfer", asked)
+    tenant.client.post("/do-not-call", {"number": "+15557654321"}, format="json")
+    call = place(tenant, PERSON)
+    play(call, 0, 1)
+
+    response = tenant.client.post(
+        f"/calls/{call.pk}/transfer", {"to_phone_number": "+15557654321"}, format="json"
+    )
+
+    assert (response.status_code, response.json()) == (
+        403,
+        {
+            "detail": "+15557654321 is on your organization's do-not-call list; "
+            "the call was not transferred."
+        },
+    )
+    call.refresh_from_db()
+    assert (call.status, call.transferred_to, call.transferred_at) == ("in-progress", "", None)
+    assert CallEvent.objects.filter(call=call).count() == 2

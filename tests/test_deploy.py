@@ -231,6 +231,7 @@ acme = Organization.objects.get(name="Acme")
 account = ProviderAccount.objects.create(
     organization=acme, provider="twilio", name="Smoke Twilio",
     settings={"account_sid": "%(sid)s"}, secrets={"auth_token": "%(token)s"},
+    calls_per_second=1000,
 )
 assistant = PhoneNumber.objects.get(number="+15551234567").assistant
 PhoneNumber.objects.create(

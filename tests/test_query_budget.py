@@ -30,19 +30,22 @@ TO = "+15559876543"
 #   1. SELECT the API key JOIN its organization, by key prefix (unique index)
 #   2. SELECT the from-number LEFT JOIN its assistant, flow, flow's base assistant and provider
 #      account, by (organization, number) (unique index on number, primary keys)
-#   3. SAVEPOINT (BEGIN in production)
-#   4. INSERT the call (status queued)
-#   5. WITH claimed AS (UPDATE the balance: hold the call's cost, only if it is covered and
+#   3. SELECT 1 from the do-not-call list by (organization, to-number) (unique index): the
+#      compliance check, before anything is recorded or held (the provider account's pace is
+#      kept in the cache, not the database)
+#   4. SAVEPOINT (BEGIN in production)
+#   5. INSERT the call (status queued)
+#   6. WITH claimed AS (UPDATE the balance: hold the call's cost, only if it is covered and
 #      fewer holds than the cap on simultaneous calls are open, RETURNING the new figures)
 #      INSERT the ledger's hold row (balance by organization, unique)
-#   6. INSERT the outbox's call.status_changed (queued): the call's row and the call's last
+#   7. INSERT the outbox's call.status_changed (queued): the call's row and the call's last
 #      sequence read by subqueries in the same statement
-#   7. RELEASE SAVEPOINT (COMMIT)
-#   8. SAVEPOINT (BEGIN)
-#   9. UPDATE the call: the provider's call id, queued -> initiated (primary key)
-#  10. INSERT the outbox's call.status_changed (initiated)
-#  11. RELEASE SAVEPOINT (COMMIT)
-INITIATE = 11
+#   8. RELEASE SAVEPOINT (COMMIT)
+#   9. SAVEPOINT (BEGIN)
+#  10. UPDATE the call: the provider's call id, queued -> initiated (primary key)
+#  11. INSERT the outbox's call.status_changed (initiated)
+#  12. RELEASE SAVEPOINT (COMMIT)
+INITIATE = 12
 # ...plus, with assistant_id: SELECT the assistant by (id, organization) (primary key).
 INITIATE_WITH_ASSISTANT = INITIATE + 1
 # ...plus, only when the organization's open holds have reached its cap (a hold outlives a call
@@ -497,11 +500,11 @@ class TestPlans:
             initiate.captured_queries + webhooks.captured_queries + detail.captured_queries
         )
 
-        # Initiate: the key, its last_used_at, the number, the assistant, the hold, the call's
-        # update; webhooks: the call, two claims; settling on the record: the cost's claim, the
-        # balance lock and its update; the detail: the call and its events (the key's SELECT
-        # is the same statement as before).
-        assert len(explained) == 14
+        # Initiate: the key, its last_used_at, the number, the do-not-call list, the assistant,
+        # the hold, the call's update; webhooks: the call, two claims; settling on the record:
+        # the cost's claim, the balance lock and its update; the detail: the call and its
+        # events (the key's SELECT is the same statement as before).
+        assert len(explained) == 15
         for sql, plan in explained.items():
             assert "Seq Scan" not in plan, f"{sql}\n{plan}"
         assert Call.objects.get(pk=call_id).status == "completed"

@@ -14,9 +14,11 @@ from rest_framework.test import APIClient
 from billing.errors import InsufficientBalance
 from calls.errors import (
     CallNotInProgress,
+    CallsPerSecondExceeded,
     IdempotencyKeyInFlight,
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
+    NumberOnDoNotCallList,
     ProviderFailed,
     ProviderTimedOut,
     ProviderUnavailable,
@@ -76,6 +78,15 @@ def test_the_schema_is_public_and_lists_only_the_client_api(schema: dict[str, An
         "/calls/{call_id}/hangup": ["post"],
         "/calls/{call_id}/transfer": ["post"],
         "/calls/initiate": ["post"],
+        "/campaigns": ["get", "post"],
+        "/campaigns/{campaign_id}": ["get"],
+        "/campaigns/{campaign_id}/cancel": ["post"],
+        "/campaigns/{campaign_id}/pause": ["post"],
+        "/campaigns/{campaign_id}/recipients": ["get", "post"],
+        "/campaigns/{campaign_id}/resume": ["post"],
+        "/campaigns/{campaign_id}/start": ["post"],
+        "/do-not-call": ["get", "post"],
+        "/do-not-call/{number}": ["delete"],
         "/webhook-endpoints": ["get", "post"],
         "/webhook-endpoints/{endpoint_id}": ["delete", "get", "patch"],
         "/webhook-endpoints/{endpoint_id}/deliveries": ["get"],
@@ -98,7 +109,7 @@ def test_transferring_documents_its_answers(schema: dict[str, Any]) -> None:
     operation = schema["paths"]["/calls/{call_id}/transfer"]["post"]
 
     assert sorted(operation["responses"]) == [
-        "200", "400", "401", "404", "405", "409", "422", "429", "502",
+        "200", "400", "401", "403", "404", "405", "409", "422", "429", "502",
     ]  # fmt: skip
     assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/CallDetail"
@@ -107,7 +118,10 @@ def test_transferring_documents_its_answers(schema: dict[str, Any]) -> None:
         CallNotInProgress("completed").message
     ]
     assert example_details(operation["responses"]["422"]) == [
-        "BYO SIP trunk calls cannot be transferred."
+        "Sandbox calls cannot be transferred."
+    ]
+    assert example_details(operation["responses"]["403"]) == [
+        "+15557654321 is on your organization's do-not-call list; the call was not transferred."
     ]
     body = schema["components"]["schemas"]["TransferCallRequest"]
     assert (body["required"], list(body["properties"])) == (
@@ -272,8 +286,10 @@ def test_the_error_examples_are_the_seeds_and_the_apis_own_sentences(
     assert example_details(responses["429"]) == [
         "Too many simultaneous calls: your organization's limit is 10. "
         "Try again when a call has ended.",
+        CallsPerSecondExceeded("1", 1).message,
         "Request was throttled. Expected available in 60 seconds.",
     ]
+    assert example_details(responses["403"])[-1] == NumberOnDoNotCallList("+15559876543").message
     assert example_details(responses["429"])[0] == TooManyConcurrentCalls(10).message
 
 

@@ -187,7 +187,8 @@ class TestEndpoints:
                     "events": {
                         "0": [
                             "events: each must be one of call.status_changed, call.ended, "
-                            "call.answered_by, call.transferred"
+                            "call.answered_by, call.transferred, campaign.started, "
+                            "campaign.completed"
                         ]
                     }
                 },

@@ -20,6 +20,8 @@ EVENT_TYPES = {
     "call.answered_by": "The provider's answering-machine detection said who answered a call "
     "(`answered_by`).",
     "call.transferred": "A call in progress was transferred (`transferred_to`).",
+    "campaign.started": "A campaign began dialling.",
+    "campaign.completed": "A campaign is over: every recipient tried, or the campaign canceled.",
 }
 
 

@@ -15,6 +15,7 @@ from burki.schema import (
     error_response,
     rate_limited,
 )
+from webhooks.models import EVENT_TYPES
 
 TAGS = ["webhooks"]
 PARAMETERS = [WWW_AUTHENTICATE, RETRY_AFTER]
@@ -44,8 +45,7 @@ BAD_BODY = {
         ("Private address", "url must not point at a private address"),
         (
             "Unknown event type",
-            "events: each must be one of call.status_changed, call.ended, call.answered_by, "
-            "call.transferred",
+            "events: each must be one of " + ", ".join(EVENT_TYPES),
         ),
     )
 }
