@@ -111,6 +111,20 @@ def _http_client() -> httpx.Client:
     )
 
 
+def _event(body: bytes) -> tuple[dict[str, Any], str, dict[str, Any]] | None:
+    """A webhook's `data`, its `event_type` and its `payload` (an object), or None when the
+    body is not shaped so."""
+    try:
+        data = json.loads(body)["data"]
+        event_type = str(data["event_type"])
+        payload = data.get("payload") or {}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(payload, dict):
+        return None
+    return data, event_type, payload
+
+
 def stream_url(media_stream_url: str, context: CallContext) -> str:
     """The media stream URL with the call's context in its query (Telnyx streams carry no
     custom parameters, only the URL)."""
@@ -304,15 +318,10 @@ class TelnyxProvider(Provider):
             raise WebhookRejected("The body is not UTF-8.") from None
 
     def parse_status(self, request: WebhookRequest) -> StatusEvent | None:
-        try:
-            envelope = json.loads(request.body)
-            data = envelope["data"]
-            event_type = str(data["event_type"])
-            payload = data.get("payload") or {}
-        except (ValueError, KeyError, TypeError, AttributeError):
+        parsed = _event(request.body)
+        if parsed is None:
             return None
-        if not isinstance(payload, dict):
-            return None
+        data, event_type, payload = parsed
         call_control_id = str(payload.get("call_control_id") or "")
         occurred_at = _timestamp(data.get("occurred_at"))
         raw = {"event_type": event_type}
@@ -341,14 +350,10 @@ class TelnyxProvider(Provider):
         )
 
     def parse_detection(self, request: WebhookRequest) -> DetectionEvent | None:
-        try:
-            data = json.loads(request.body)["data"]
-            event_type = str(data["event_type"])
-            payload = data.get("payload") or {}
-        except (ValueError, KeyError, TypeError):
+        parsed = _event(request.body)
+        if parsed is None:
             return None
-        if not isinstance(payload, dict):
-            return None
+        _, event_type, payload = parsed
         result = str(payload.get("result") or "")
         raw = {"event_type": event_type, **({"result": result} if result else {})}
         call_control_id = str(payload.get("call_control_id") or "")

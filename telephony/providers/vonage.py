@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 import jwt
 import pydantic
@@ -101,6 +102,15 @@ CLIENTS_PER_THREAD = 8
 def _signing_key(pem: str) -> PrivateKeyTypes:
     """The application's key, parsed once per process: parsing checks the RSA key, ~35 ms."""
     return serialization.load_pem_private_key(pem.encode(), password=None)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """An event's body: a JSON object, or None for anything else."""
+    try:
+        event = json.loads(body)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
 
 
 def vonage_number(e164: str) -> str:
@@ -319,11 +329,8 @@ class VonageProvider(Provider):
             raise WebhookRejected(f"The JWT is stale ({int(age)} s old).")
 
     def parse_status(self, request: WebhookRequest) -> StatusEvent | None:
-        try:
-            event = json.loads(request.body)
-        except ValueError:
-            return None
-        if not isinstance(event, dict):
+        event = _json_object(request.body)
+        if event is None:
             return None
         status = str(event.get("status") or "")
         state = STATES.get(status)
@@ -343,11 +350,8 @@ class VonageProvider(Provider):
         )
 
     def parse_detection(self, request: WebhookRequest) -> DetectionEvent | None:
-        try:
-            event = json.loads(request.body)
-        except ValueError:
-            return None
-        if not isinstance(event, dict):
+        event = _json_object(request.body)
+        if event is None:
             return None
         status = str(event.get("status") or "")
         answered_by = ANSWERED_BY.get(status)
