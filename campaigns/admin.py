@@ -31,9 +31,12 @@ from burki.admin_tenancy import (
     organization_ids,
 )
 from burki.errors import DomainError
+from burki.exceptions import first_error_message
 from burki.models import Organization
 from calls.do_not_call import do_not_call_import_csv
 from calls.models import DoNotCallNumber
+from calls.serializers import ON_MACHINE_CHOICES, VoicemailSerializer
+from calls.services import Voicemail
 from campaigns.errors import RecipientsInvalid
 from campaigns.models import RETRYABLE, WEEKDAYS, Attempt, Campaign, Recipient
 from campaigns.services import (
@@ -74,6 +77,22 @@ class CampaignCreateForm(forms.Form):
         widget=forms.Textarea, required=False, help_text="Blank: the assistant's greeting."
     )
     agenda = forms.CharField(widget=forms.Textarea, required=False)
+    voicemail_on_machine = forms.ChoiceField(
+        label="When a machine answers",
+        choices=[("", "no answering-machine detection")]
+        + [(choice, choice) for choice in ON_MACHINE_CHOICES],
+        required=False,
+        help_text="Ask who answers each call (not on BYO SIP trunk numbers): hang up, leave "
+        "the message after the beep, or continue with the assistant. Either way the attempt "
+        "ends 'machine'.",
+    )
+    voicemail_message = forms.CharField(
+        label="Voicemail message",
+        widget=forms.Textarea,
+        required=False,
+        strip=False,
+        help_text="For leave_message only; {{variables}} from each row.",
+    )
     calls_per_second = forms.DecimalField(
         initial=Decimal(1), min_value=Decimal("0.01"), max_value=Decimal(1000), decimal_places=2
     )
@@ -154,7 +173,25 @@ class CampaignCreateForm(forms.Form):
                 self.add_error("assistant", "The assistant must be the organization's.")
         if bool(data.get("window_start")) != bool(data.get("window_end")):
             self.add_error("window_end", "Give both ends of the window, or neither.")
+        data["voicemail"] = self._voicemail(data)
         return data
+
+    def _voicemail(self, data: dict[str, Any]) -> Voicemail | None:
+        """The two fields checked as `POST /campaigns` checks its `voicemail`."""
+        on_machine = data.get("voicemail_on_machine") or ""
+        message = data.get("voicemail_message") or ""
+        if not on_machine:
+            if message:
+                self.add_error("voicemail_message", "Choose what happens when a machine answers.")
+            return None
+        given: dict[str, Any] = {"on_machine": on_machine}
+        if message:
+            given["message"] = message
+        checked = VoicemailSerializer(data=given)
+        if not checked.is_valid():
+            self.add_error("voicemail_message", first_error_message(checked.errors))
+            return None
+        return Voicemail.from_request(checked.validated_data)
 
 
 def dials_per_minute_svg(campaign: Campaign) -> str:
@@ -236,6 +273,7 @@ class CampaignAdmin(OrganizationScopedAdmin):
         "assistant",
         "welcome_message",
         "agenda",
+        "answering_machines",
         "calls_per_second",
         "max_concurrent_calls",
         "window",
@@ -290,6 +328,15 @@ class CampaignAdmin(OrganizationScopedAdmin):
             return "any time"
         days = ", ".join(obj.window_days) or "every day"
         return f"{obj.window_start:%H:%M} to {obj.window_end:%H:%M} local time, {days}"
+
+    @admin.display(description="Answering machines")
+    def answering_machines(self, obj: Campaign) -> str:
+        voicemail = Voicemail.from_request(obj.voicemail)
+        if voicemail is None:
+            return "not detected"
+        if voicemail.message:
+            return f"detected: {voicemail.on_machine}: {voicemail.message}"
+        return f"detected: {voicemail.on_machine}"
 
     @admin.display(description="Retry")
     def retry(self, obj: Campaign) -> str:
@@ -394,6 +441,7 @@ class CampaignAdmin(OrganizationScopedAdmin):
                         data["retry_backoff_seconds"],
                     ),
                     start_at=data.get("start_at"),
+                    voicemail=data.get("voicemail"),
                 )
                 recipients_add_csv(campaign=campaign, text=data["recipients"])
         except RecipientsInvalid as exc:

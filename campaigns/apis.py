@@ -28,9 +28,11 @@ from calls.serializers import (
     MetadataField,
     SpokenTextField,
     StrictCharField,
+    VoicemailSerializer,
     e164_messages,
     text_messages,
 )
+from calls.services import Voicemail
 from campaigns import openapi
 from campaigns.errors import RecipientsInvalid
 from campaigns.models import (
@@ -115,6 +117,9 @@ class RetrySerializer(serializers.Serializer):
         child=serializers.ChoiceField(choices=[str(o) for o in RETRYABLE]),
         required=False,
         max_length=len(RETRYABLE),
+        help_text="The outcomes of an attempt that earn another: "
+        + ", ".join(f"`{o}`" for o in RETRYABLE)
+        + " (`machine`: answered by a machine or a fax, on a campaign with `voicemail`).",
     )
     backoff_seconds = serializers.ListField(
         child=serializers.IntegerField(min_value=0, max_value=7 * 86400),
@@ -133,6 +138,11 @@ class CampaignOutputSerializer(serializers.Serializer):
     welcome_message = serializers.CharField(allow_null=True)
     agenda = serializers.CharField()
     metadata = serializers.DictField()
+    voicemail = VoicemailSerializer(
+        allow_null=True,
+        help_text="The answering-machine detection of every call of the campaign, as given; "
+        "null when not asked for.",
+    )
     calls_per_second = serializers.DecimalField(max_digits=7, decimal_places=2)
     max_concurrent_calls = serializers.IntegerField()
     calling_window = serializers.SerializerMethodField()
@@ -217,6 +227,17 @@ class CampaignListApi(APIView):
             error_messages=text_messages("agenda", MAX_AGENDA_LENGTH),
         )
         metadata = MetadataField(required=False, allow_null=True)
+        voicemail = VoicemailSerializer(
+            required=False,
+            allow_null=True,
+            help_text=(
+                "Optional: answering-machine detection on every call, as `POST /calls/initiate` "
+                "takes it; `message` placeholders are checked against each recipient's "
+                "variables. An attempt a machine (or a fax) answered ends with the outcome "
+                "`machine`, which `retry.on` may name. Not offered on BYO SIP trunk numbers "
+                "(422)."
+            ),
+        )
         recipients = serializers.ListField(
             child=RecipientRowSerializer(),
             required=False,
@@ -319,6 +340,7 @@ class CampaignListApi(APIView):
                 else None,
                 start_at=data.get("start_at"),
                 recipients=data.get("recipients"),
+                voicemail=Voicemail.from_request(data.get("voicemail")),
             )
         except RecipientsInvalid as exc:
             return recipients_invalid_response(exc)

@@ -40,14 +40,14 @@ IN_FLIGHT_STATES = [RecipientState.DIALING, RecipientState.CALLING]
 
 
 class Outcome(models.TextChoices):
-    """How an attempt ended: the call's own final status as its provider reported it, or why
-    nothing was dialled. A new outcome of a placed call (e.g. `MACHINE = "machine", "Answering
-    machine"` from answering-machine detection) is one more line here, which a retry rule may
-    then name; `campaigns.services.outcome_of_call` says which calls earn it."""
+    """How an attempt ended: the call's own final status as its provider reported it, `machine`
+    when the call asked for answering-machine detection and a machine (or a fax) answered, or
+    why nothing was dialled. `campaigns.services.outcome_of_call` says which calls earn which."""
 
     COMPLETED = "completed", "Completed"
     BUSY = "busy", "Busy"
     NO_ANSWER = "no-answer", "No answer"
+    MACHINE = "machine", "Answered by a machine (or a fax)"
     FAILED = "failed", "Failed"
     CANCELED = "canceled", "Canceled"
     DO_NOT_CALL = "do-not-call", "On the do-not-call list (not dialled)"
@@ -87,6 +87,9 @@ class Campaign(models.Model):
     welcome_message = models.TextField(null=True, blank=True)  # noqa: DJ001 (null: the default)
     agenda = models.TextField(blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Answering-machine detection for every call, as POST /calls/initiate's `voicemail` takes
+    # it (`{"detect": true, "on_machine": ..., "message": ...}`); null: not asked.
+    voicemail = models.JSONField(null=True, blank=True)
     calls_per_second = models.DecimalField(
         max_digits=7,
         decimal_places=2,

@@ -17,6 +17,7 @@ from burki.schema import (
     method_not_allowed,
     rate_limited,
 )
+from calls.errors import MachineDetectionUnsupported
 
 NOT_FOUND = {
     404: error_response(
@@ -104,8 +105,10 @@ def create_campaign(*, request: SerializerClass, response: SerializerClass) -> A
             "A draft campaign: who to call (up to 10,000 recipients here, more with "
             "`POST /campaigns/{campaign_id}/recipients`), from which of your numbers, how fast "
             "(`calls_per_second`, and never more than the provider account's own), how many at "
-            "once, in which local hours (`calling_window`, in each recipient's time zone) and how "
-            "to retry. Start it with `POST /campaigns/{campaign_id}/start`."
+            "once, in which local hours (`calling_window`, in each recipient's time zone), "
+            "whether each call asks who answers (`voicemail`, as `POST /calls/initiate` takes "
+            "it: an attempt a machine or a fax answered ends `machine`) and how to retry. Start "
+            "it with `POST /campaigns/{campaign_id}/start`."
         ),
         tags=["campaigns"],
         request=request,
@@ -134,7 +137,24 @@ def create_campaign(*, request: SerializerClass, response: SerializerClass) -> A
                     ],
                 },
                 request_only=True,
-            )
+            ),
+            OpenApiExample(
+                "Voicemail",
+                value={
+                    "name": "Renewals",
+                    "from_phone_number": "+15551234567",
+                    "voicemail": {
+                        "detect": True,
+                        "on_machine": "leave_message",
+                        "message": "Hi {{name}}, this is Acme. Please call us back.",
+                    },
+                    "retry": {"max_attempts": 2, "on": ["machine"], "backoff_seconds": [3600]},
+                    "recipients": [
+                        {"to_phone_number": "+12125550100", "variables": {"name": "Ann"}}
+                    ],
+                },
+                request_only=True,
+            ),
         ],
         responses={
             201: response,
@@ -155,6 +175,11 @@ def create_campaign(*, request: SerializerClass, response: SerializerClass) -> A
             415: error_response(
                 "The body is not `application/json`.",
                 ("Form body", 'Unsupported media type "text/plain" in request.'),
+            ),
+            422: error_response(
+                "`voicemail` asks for answering-machine detection from a number whose provider "
+                "has none (a BYO SIP trunk). Nothing is created.",
+                ("No machine detection", MachineDetectionUnsupported("BYO SIP trunk").message),
             ),
             429: rate_limited(),
         },

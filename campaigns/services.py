@@ -46,7 +46,13 @@ from burki.errors import DomainError
 from burki.exceptions import first_error_message
 from burki.models import Organization
 from burki.pacing import Pace, PacingUnavailable, pace_reserve
-from calls.errors import IdempotencyKeyInFlight, NumberOnDoNotCallList, TooManyConcurrentCalls
+from calls.errors import (
+    IdempotencyKeyInFlight,
+    MachineDetectionUnsupported,
+    NumberOnDoNotCallList,
+    TooManyConcurrentCalls,
+    VoicemailMessageTooLong,
+)
 from calls.idempotency import (
     Replay,
     idempotency_key_claim,
@@ -54,7 +60,13 @@ from calls.idempotency import (
     request_fingerprint,
 )
 from calls.models import Call, IdempotencyKey
-from calls.services import call_initiate, call_resolve_assistant, provider_account_pace
+from calls.services import (
+    MAX_RENDERED_VOICEMAIL_MESSAGE,
+    Voicemail,
+    call_initiate,
+    call_resolve_assistant,
+    provider_account_pace,
+)
 from calls.templating import TemplateError, render
 from campaigns.errors import CampaignConflict, CampaignInvalid, RecipientsInvalid, RowError
 from campaigns.events import COMPLETED, STARTED, campaign_event_record
@@ -71,8 +83,9 @@ from campaigns.models import (
 )
 from campaigns.windows import time_zones_for, window_next_open, window_open
 from telephony.models import PhoneNumber
+from telephony.providers import get_provider
 from telephony.selectors import phone_number_get
-from telephony.states import FINAL_STATES
+from telephony.states import FINAL_STATES, AnsweredBy
 
 logger = logging.getLogger(__name__)
 
@@ -137,14 +150,22 @@ def campaign_create(
     retry: RetryRule | None = None,
     start_at: datetime | None = None,
     recipients: list[Mapping[str, Any]] | None = None,
+    voicemail: Voicemail | None = None,
 ) -> Campaign:
     """A draft campaign, with its recipients if given (all or nothing: RecipientsInvalid).
 
     `phone_numbers` and `assistant` must already be known to be the organization's. The assistant
     is resolved now as a call from the first number would resolve it (404 if none would), so a
-    list is checked against the greeting it will be called with."""
+    list is checked against the greeting it will be called with. With `voicemail`, every number
+    must be one whose provider detects answering machines (MachineDetectionUnsupported, as
+    `POST /calls/initiate` says it), and each row must supply its message's placeholders."""
     if not phone_numbers:
         raise CampaignInvalid("from_phone_number is required")
+    if voicemail is not None:
+        for number in phone_numbers:
+            provider = get_provider(number.provider)
+            if not provider.can_detect_machines:
+                raise MachineDetectionUnsupported(provider.label)
     retry = retry or RetryRule()
     retry_rule_check(retry)
     if window is not None:
@@ -163,6 +184,7 @@ def campaign_create(
             welcome_message=welcome_message,
             agenda=agenda or "",
             metadata=dict(metadata or {}),
+            voicemail=campaign_voicemail_settings(voicemail),
             calls_per_second=calls_per_second,
             max_concurrent_calls=max_concurrent_calls,
             window_start=window.start if window else None,
@@ -176,6 +198,17 @@ def campaign_create(
         if recipients:
             recipients_add(campaign=campaign, rows=list(enumerate(recipients, start=1)))
     return campaign
+
+
+def campaign_voicemail_settings(voicemail: Voicemail | None) -> dict[str, Any] | None:
+    """What a campaign stores of its `voicemail`: the request's own shape, so each attempt reads
+    it back with `Voicemail.from_request` (null: no detection)."""
+    if voicemail is None:
+        return None
+    stored: dict[str, Any] = {"detect": True, "on_machine": voicemail.on_machine}
+    if voicemail.message:
+        stored["message"] = voicemail.message
+    return stored
 
 
 def _greeting(campaign: Campaign) -> str:
@@ -204,6 +237,8 @@ def recipients_validate(
     from campaigns.serializers import RecipientRowSerializer
 
     greeting, agenda = _greeting(campaign), campaign.agenda
+    voicemail = Voicemail.from_request(campaign.voicemail)
+    machine_message = voicemail.message if voicemail is not None else ""
     existing = set(Recipient.objects.filter(campaign=campaign).values_list("to_number", flat=True))
     seen: dict[str, int] = {}
     valid: list[Recipient] = []
@@ -219,8 +254,14 @@ def recipients_validate(
         try:
             render(greeting, variables, field="welcome_message")
             render(agenda, variables, field="agenda")
+            left = render(machine_message, variables, field="voicemail.message")
         except TemplateError as exc:
             errors.append(RowError(line, exc.message))
+            continue
+        if len(left) > MAX_RENDERED_VOICEMAIL_MESSAGE:
+            errors.append(
+                RowError(line, VoicemailMessageTooLong(MAX_RENDERED_VOICEMAIL_MESSAGE).message)
+            )
             continue
         if number in existing:
             errors.append(RowError(line, f"{number} is already a recipient of this campaign"))
@@ -464,8 +505,15 @@ def campaign_pace(campaign: Campaign) -> Pace:
     return Pace(key=f"campaign:{campaign.pk}", calls_per_second=campaign.calls_per_second)
 
 
+MACHINE_VERDICTS = {AnsweredBy.MACHINE, AnsweredBy.FAX}
+
+
 def outcome_of_call(call: Call) -> str:
-    """The attempt's outcome: the final status its provider reported."""
+    """The attempt's outcome: `machine` when the call asked for answering-machine detection and
+    the verdict was a machine or a fax (neither is the person the campaign is calling, whatever
+    `on_machine` then did); otherwise the final status its provider reported."""
+    if call.voicemail is not None and call.answered_by in MACHINE_VERDICTS:
+        return str(Outcome.MACHINE)
     return str(call.status)
 
 
@@ -663,6 +711,9 @@ def place_call(*, dialer: _Dialer, recipient: Recipient, phone_number: PhoneNumb
         "variables": recipient.variables,
         "metadata": {**campaign.metadata, **recipient.metadata},
     }
+    if campaign.voicemail is not None:
+        # Only when set: the fingerprint of an attempt without detection is what it always was.
+        request["voicemail"] = campaign.voicemail
     try:
         claim = idempotency_key_claim(
             organization_id=campaign.organization_id,
@@ -685,6 +736,7 @@ def place_call(*, dialer: _Dialer, recipient: Recipient, phone_number: PhoneNumb
             agenda=campaign.agenda,
             variables=recipient.variables,
             metadata=request["metadata"],
+            voicemail=Voicemail.from_request(campaign.voicemail),
             idempotency_claim=claim,
             paced=False,
         )

@@ -35,7 +35,7 @@ def number(tenant: Tenant):
     return number
 
 
-def upload(member: Client, tenant: Tenant, csv: str):
+def upload(member: Client, tenant: Tenant, csv: str, **extra: object):
     return member.post(
         reverse("admin:campaigns_campaign_add"),
         {
@@ -50,6 +50,7 @@ def upload(member: Client, tenant: Tenant, csv: str):
             "window_start": "09:00",
             "window_end": "20:00",
             "recipients": SimpleUploadedFile("list.csv", csv.encode(), content_type="text/csv"),
+            **extra,
         },
     )
 
@@ -93,6 +94,63 @@ def test_a_good_csv_creates_the_campaign_and_its_buttons_run_it(
     member.post(reverse("admin:campaigns_campaign_action", args=[campaign.pk, "pause"]))
     campaign.refresh_from_db()
     assert campaign.status == "paused"
+
+
+def test_a_csv_campaign_may_leave_a_message_on_machines_and_shows_their_outcome(
+    tenant: Tenant, member: Client, number
+) -> None:
+    response = upload(
+        member,
+        tenant,
+        "to_phone_number,name\n+15559870009,Ann\n",
+        voicemail_on_machine="leave_message",
+        voicemail_message="Hi {{name}}, please call us back.",
+        retry_on=["busy", "machine"],
+    )
+
+    assert response.status_code == 302
+    campaign = Campaign.objects.get()
+    assert campaign.voicemail == {
+        "detect": True,
+        "on_machine": "leave_message",
+        "message": "Hi {{name}}, please call us back.",
+    }
+    assert campaign.retry_on == ["busy", "machine"]
+    Recipient.objects.filter(campaign=campaign).update(state="done", outcome="machine")
+    html = member.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content
+    page = html.decode()
+    assert "detected: leave_message: Hi {{name}}, please call us back." in page
+    assert "machine: 1" in page
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        (
+            {"voicemail_on_machine": "leave_message"},
+            "voicemail.message is required when on_machine is leave_message",
+        ),
+        (
+            {"voicemail_on_machine": "hangup", "voicemail_message": "Hello"},
+            "voicemail.message is only used when on_machine is leave_message",
+        ),
+        ({"voicemail_message": "Hello"}, "Choose what happens when a machine answers."),
+        (
+            {"voicemail_on_machine": "leave_message", "voicemail_message": "Hi {{first}}"},
+            "line 2: Variable &#x27;first&#x27; is used in voicemail.message but was not "
+            "supplied in variables.",
+        ),
+    ],
+)
+def test_a_bad_voicemail_in_the_csv_form_creates_nothing(
+    tenant: Tenant, member: Client, number, fields: dict[str, str], error: str
+) -> None:
+    response = upload(member, tenant, "to_phone_number,name\n+15559870009,Ann\n", **fields)
+
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    assert not Campaign.objects.exists()
+    assert not Recipient.objects.exists()
 
 
 def test_recipients_are_searchable_by_number(tenant: Tenant, member: Client, number) -> None:

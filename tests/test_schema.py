@@ -427,3 +427,37 @@ def test_the_docs_page_serves_swagger_ui_from_our_own_static_files(db: None) -> 
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
     assert "/api/schema/" in html
     assert "cdn.jsdelivr.net" not in html
+
+
+def test_a_campaign_takes_and_shows_the_voicemail_of_initiate(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    body = components["CampaignCreateRequest"]["properties"]
+    assert body["voicemail"]["allOf"] == [{"$ref": "#/components/schemas/VoicemailRequest"}]
+    assert body["voicemail"]["nullable"] is True
+    initiate = components["InitiateCallRequest"]["properties"]["voicemail"]
+    assert body["voicemail"]["allOf"] == initiate["allOf"]  # one shape, one serializer
+    assert list(components["VoicemailRequest"]["properties"]) == ["detect", "on_machine", "message"]
+    for shown in ("Campaign", "CampaignDetail"):
+        assert components[shown]["properties"]["voicemail"]["allOf"] == [
+            {"$ref": "#/components/schemas/Voicemail"}
+        ]
+        assert "voicemail" in components[shown]["required"]
+
+    retry_on = components["RetryRequest"]["properties"]["on"]
+    assert components[retry_on["items"]["$ref"].rsplit("/", 1)[-1]]["enum"] == [
+        "busy",
+        "no-answer",
+        "machine",
+        "failed",
+    ]
+    assert "`machine`" in retry_on["description"]
+
+    operation = schema["paths"]["/campaigns"]["post"]
+    examples = operation["requestBody"]["content"]["application/json"]["examples"]
+    assert examples["Voicemail"]["value"]["retry"]["on"] == ["machine"]
+    assert example_details(operation["responses"]["422"]) == [
+        "BYO SIP trunk numbers cannot detect answering machines: leave voicemail out, or call "
+        "from a Twilio, Telnyx, Vonage or sandbox number."
+    ]
+    recipient = components["CampaignRecipient"]["properties"]["outcome"]
+    assert "`machine` (answered by a machine (or a fax))" in recipient["description"]
