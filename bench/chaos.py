@@ -125,7 +125,7 @@ def seed(task_input: dict[str, str]) -> dict[str, Any]:
             name="Chaos Twilio",
             settings={"account_sid": task_input["account_sid"]},
             secrets={"auth_token": task_input["auth_token"]},
-            calls_per_second=100000,  # the fake takes any rate
+            calls_per_second=10000,  # the fake takes any rate
         )
         PhoneNumber.objects.create(
             organization=org,
