@@ -542,9 +542,13 @@ def p99(latencies: list[float]) -> float:
 
 
 def test_slow_bodies_through_nginx_leave_health_answering(deployment: Deployment) -> None:
-    """More slow clients than gunicorn has threads: through nginx they hold nginx connections
-    only, and /health keeps its p99 under 50 ms. Sent to gunicorn itself, the same clients hold
-    every thread and /health goes unanswered (which shows the attack is real)."""
+    """More slow clients than gunicorn has threads, each still sending its body when /health
+    has been timed for 12 s: through nginx they hold nginx connections only, and /health keeps
+    its p99 under 50 ms.
+
+    (Sent to gunicorn itself, the same clients held every thread of gunicorn 23's workers and
+    /health went unanswered; gunicorn 27's workers accept every connection at once, so whether
+    one worker is left free depends on which took them, and that is not asserted here.)"""
     through_nginx = slow_clients(("127.0.0.1", deployment.port), deployment.tls)
     try:
         with_nginx = health_latencies(
@@ -554,23 +558,23 @@ def test_slow_bodies_through_nginx_leave_health_answering(deployment: Deployment
             12,
             through_nginx,
         )
+        # The attack was on all along: every slow client is still connected, mid-body (nginx
+        # waits for the rest of it; a closed connection would refuse this byte or read EOF).
+        still_sending = 0
+        for sock in through_nginx:
+            sock.sendall(b"s")
+            sock.setblocking(False)
+            try:
+                sock.recv(1)  # an answer, or the end of the connection: not still sending
+            except ssl.SSLWantReadError:
+                still_sending += 1  # nothing to read: nginx waits for the rest of the body
+        assert still_sending == SLOW_CLIENTS
     finally:
         for sock in through_nginx:
             sock.close()
 
-    direct = ("127.0.0.1", deployment.gunicorn_port)
-    at_gunicorn = slow_clients(direct, None)
-    try:
-        without_nginx = health_latencies(
-            lambda: http.client.HTTPConnection(*direct, timeout=2), 6, at_gunicorn
-        )
-    finally:
-        for sock in at_gunicorn:
-            sock.close()
-
     assert len(with_nginx) > 100
     assert p99(with_nginx) < 0.050, sorted(with_nginx)[-10:]
-    assert sum(latency >= 2.0 for latency in without_nginx) >= len(without_nginx) // 2
 
 
 def test_a_clients_own_forwarded_header_is_replaced_by_nginx(deployment: Deployment) -> None:
