@@ -9,10 +9,10 @@ from drf_spectacular.utils import extend_schema
 
 from burki.schema import (
     AUTHENTICATION_ERRORS,
+    BAD_CURSOR,
     RETRY_AFTER,
     WWW_AUTHENTICATE,
     SerializerClass,
-    error_response,
     rate_limited,
 )
 
@@ -48,9 +48,7 @@ def list_ledger(*, item: SerializerClass) -> Any:
         responses={
             200: item(many=True),
             **AUTHENTICATION_ERRORS,
-            404: error_response(
-                "The cursor is not one we handed out.", ("Bad cursor", "Invalid cursor")
-            ),
+            **BAD_CURSOR,
             429: rate_limited(),
         },
     )

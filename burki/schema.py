@@ -66,6 +66,11 @@ AUTHENTICATION_ERRORS = {
     ),
 }
 
+# A list's 404: its `cursor` parameter is not one we handed out.
+BAD_CURSOR = {
+    404: error_response("The cursor is not one we handed out.", ("Bad cursor", "Invalid cursor"))
+}
+
 WWW_AUTHENTICATE = OpenApiParameter(
     "WWW-Authenticate",
     str,

@@ -16,6 +16,7 @@ from rest_framework import serializers
 
 from burki.schema import (
     AUTHENTICATION_ERRORS,
+    BAD_CURSOR,
     RETRY_AFTER,
     WWW_AUTHENTICATE,
     ErrorSerializer,
@@ -291,9 +292,7 @@ def list_calls(*, filters: SerializerClass, item: SerializerClass) -> Any:
                 ("Bad status", "status must be one of: " + ", ".join(CallState.values)),
             ),
             **AUTHENTICATION_ERRORS,
-            404: error_response(
-                "The cursor is not one we handed out.", ("Bad cursor", "Invalid cursor")
-            ),
+            **BAD_CURSOR,
             429: rate_limited(),
         },
     )

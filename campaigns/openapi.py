@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from burki.schema import (
     AUTHENTICATION_ERRORS,
+    BAD_CURSOR,
     RETRY_AFTER,
     WWW_AUTHENTICATE,
     ErrorSerializer,
@@ -89,9 +90,7 @@ def list_campaigns(*, item: SerializerClass) -> Any:
         responses={
             200: item(many=True),
             **AUTHENTICATION_ERRORS,
-            404: error_response(
-                "The cursor is not one we handed out.", ("Bad cursor", "Invalid cursor")
-            ),
+            **BAD_CURSOR,
             429: rate_limited(),
         },
     )
@@ -315,9 +314,7 @@ def list_do_not_call(*, item: SerializerClass) -> Any:
         responses={
             200: item(many=True),
             **AUTHENTICATION_ERRORS,
-            404: error_response(
-                "The cursor is not one we handed out.", ("Bad cursor", "Invalid cursor")
-            ),
+            **BAD_CURSOR,
             429: rate_limited(),
         },
     )

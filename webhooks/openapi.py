@@ -9,6 +9,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 
 from burki.schema import (
     AUTHENTICATION_ERRORS,
+    BAD_CURSOR,
     RETRY_AFTER,
     WWW_AUTHENTICATE,
     SerializerClass,
@@ -61,9 +62,7 @@ def list_endpoints(*, item: SerializerClass) -> Any:
         responses={
             200: item(many=True),
             **AUTHENTICATION_ERRORS,
-            404: error_response(
-                "The cursor is not one we handed out.", ("Bad cursor", "Invalid cursor")
-            ),
+            **BAD_CURSOR,
             429: rate_limited(),
         },
     )
