@@ -28,11 +28,10 @@ from calls.selectors import (
 from calls.serializers import (
     E164Field,
     MetadataField,
-    SpokenTextField,
     VariablesField,
     VoicemailSerializer,
     e164_messages,
-    text_messages,
+    optional_spoken_text,
 )
 from calls.services import (
     Voicemail,
@@ -88,31 +87,23 @@ class InitiateCallApi(APIView):
                 "max_string_length": "assistant_id is too large",
             },
         )
-        welcome_message = SpokenTextField(
+        welcome_message = optional_spoken_text(
+            "welcome_message",
+            MAX_WELCOME_LENGTH,
             help_text=(
                 "A custom welcome message for the assistant to say at the beginning of the "
                 "call. If not provided, the assistant's default greeting will be used. "
                 "Supports variable substitution using {{variable}} syntax."
             ),
-            required=False,
-            allow_null=True,
-            allow_blank=True,
-            trim_whitespace=False,
-            max_length=MAX_WELCOME_LENGTH,
-            error_messages=text_messages("welcome_message", MAX_WELCOME_LENGTH),
         )
-        agenda = SpokenTextField(
+        agenda = optional_spoken_text(
+            "agenda",
+            MAX_AGENDA_LENGTH,
             help_text=(
                 "A specific topic or goal for the call. This can be used to guide the "
                 "assistant's conversation. Supports variable substitution using {{variable}} "
                 "syntax."
             ),
-            required=False,
-            allow_null=True,
-            allow_blank=True,
-            trim_whitespace=False,
-            max_length=MAX_AGENDA_LENGTH,
-            error_messages=text_messages("agenda", MAX_AGENDA_LENGTH),
         )
         variables = VariablesField(required=False, allow_null=True)
         metadata = MetadataField(required=False, allow_null=True)

@@ -82,6 +82,20 @@ def text_messages(name: str, max_length: int) -> dict[str, Any]:
     }
 
 
+def optional_spoken_text(name: str, max_length: int, **kwargs: Any) -> SpokenTextField:
+    """An optional text the assistant says or is given (`welcome_message`, `agenda`): blank or
+    null allowed, kept exactly as written, with the field's own error sentences."""
+    return SpokenTextField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=max_length,
+        error_messages=text_messages(name, max_length),
+        **kwargs,
+    )
+
+
 @extend_schema_field(
     {
         "type": "object",

@@ -26,11 +26,10 @@ from calls.selectors import caller_named
 from calls.serializers import (
     E164Field,
     MetadataField,
-    SpokenTextField,
     StrictCharField,
     VoicemailSerializer,
     e164_messages,
-    text_messages,
+    optional_spoken_text,
 )
 from calls.services import Voicemail
 from campaigns import openapi
@@ -210,22 +209,8 @@ class CampaignListApi(APIView):
         assistant_id = serializers.IntegerField(
             required=False, allow_null=True, min_value=1, max_value=2**63 - 1
         )
-        welcome_message = SpokenTextField(
-            required=False,
-            allow_null=True,
-            allow_blank=True,
-            trim_whitespace=False,
-            max_length=MAX_WELCOME_LENGTH,
-            error_messages=text_messages("welcome_message", MAX_WELCOME_LENGTH),
-        )
-        agenda = SpokenTextField(
-            required=False,
-            allow_null=True,
-            allow_blank=True,
-            trim_whitespace=False,
-            max_length=MAX_AGENDA_LENGTH,
-            error_messages=text_messages("agenda", MAX_AGENDA_LENGTH),
-        )
+        welcome_message = optional_spoken_text("welcome_message", MAX_WELCOME_LENGTH)
+        agenda = optional_spoken_text("agenda", MAX_AGENDA_LENGTH)
         metadata = MetadataField(required=False, allow_null=True)
         voicemail = VoicemailSerializer(
             required=False,
